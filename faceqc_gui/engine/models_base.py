@@ -46,3 +46,16 @@ def file_info(path: Path, sha256: str, expected_sha256: str | None) -> dict[str,
         "sha256": sha256,
         "official": expected_sha256 is None or sha256 == expected_sha256,
     }
+
+
+def weights_info(key: str, path: Path) -> dict[str, Any]:
+    """file_info for a registry model file, with the hash cached across runs (hashing 300 MB costs ~1 s) and checked
+    against the official hash, or, where none is published, the one recorded at the first verified download.
+    `official` is False for custom weights; `hash_source` says what it was compared with (None: nothing to compare)."""
+    from .download import expected_sha256, file_sha256  # stdlib-only module; imported lazily to keep startup light
+
+    digest = file_sha256(path)
+    expected, source = expected_sha256(key)
+    info = file_info(Path(path), digest, expected)
+    info["hash_source"] = source
+    return info
