@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def _open(path: str | os.PathLike) -> Image.Image:
     except UnidentifiedImageError as e:
         raise ImageLoadError("not an image (unrecognised format)") from e
     except Image.DecompressionBombError as e:
-        raise ImageLoadError("image too large (decompression bomb)") from e
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        size = f": {int(m.group(1)) / 1e6:.0f} MP" if m else ""
+        raise ImageLoadError(f"image too large{size} (limit {MAX_PIXELS / 1e6:.0f} MP; decompression bomb?)") from e
     except OSError as e:
         raise ImageLoadError(_os_reason(e)) from e
     except Exception as e:  # Pillow raises assorted errors on malformed headers
