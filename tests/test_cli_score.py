@@ -114,3 +114,30 @@ def test_console_script_runs_as_a_process(inputs, models_dir, tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert read_jsonl(out)[0]["face_index"] is None
+
+
+def test_magface_scores_match_an_independent_computation(inputs, models_dir, tmp_path):
+    """The whole path (decode, detect, align, BGR/255, iResNet100, norm) against the same steps done by hand."""
+    import numpy as np
+    import torch
+    from magface_checkpoints import save_official_ddp_checkpoint
+
+    from faceqc_gui.engine.align import align_arcface
+    from faceqc_gui.engine.imageio import load_rgb
+
+    net = save_official_ddp_checkpoint(models_dir / "magface_epoch_00025.pth", depth=100, seed=11)
+    out = tmp_path / "s.jsonl"
+    assert main(["score", str(inputs / "astronaut.png"), str(inputs / "group.jpg"), "-o", str(out),
+                 "--models-dir", str(models_dir), "--models", "magface", "--threshold", "0", "--batch-size", "4"]) == 0
+    rows = read_jsonl(out)
+    assert len(rows) >= 7 and all(r["magface_norm"] is not None for r in rows)
+    assert rows[0]["models"]["magface"]["official"] is False  # random weights are "custom"
+    for r in rows[:3]:
+        rgb = load_rgb(r["path"])
+        crop = align_arcface(rgb, np.array(r["landmarks"], np.float32))
+        x = torch.from_numpy(crop[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            want = float(net(x).norm())
+        # landmarks in the JSON are rounded to 0.01 px: tiny differences in the crop are allowed
+        assert r["magface_norm"] == pytest.approx(want, rel=2e-3)
+        assert r["quality_0_100"] is not None and r["accepted"] is True  # threshold 0
