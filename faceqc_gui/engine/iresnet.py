@@ -103,9 +103,9 @@ _BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
 
 
 def infer_depth(keys: Iterable[str]) -> int | None:
-    """The depth whose stages hold exactly the blocks named in `keys` (bare backbone keys). When blocks are missing
-    (a damaged file) the answer is 100, MagFace's published model, so that the caller can name what is missing; None
-    when the keys name more blocks than iresnet100 has."""
+    """The depth whose stages hold exactly the blocks named in `keys` (bare backbone keys); when blocks are missing
+    (a damaged file), the smallest depth that has room for all the named blocks, so that the caller can say which
+    keys are missing. None when the keys name more blocks than iresnet100 has."""
     counts = [0, 0, 0, 0]
     for k in keys:
         m = _BLOCK_KEY.match(k)
@@ -115,4 +115,8 @@ def infer_depth(keys: Iterable[str]) -> int | None:
     for depth, layers in LAYERS.items():
         if tuple(counts) == layers:
             return depth
-    return 100 if all(c <= n for c, n in zip(counts, LAYERS[100])) else None
+    # The depths' block counts are nested (18 <= 34 <= 50 <= 100 stage by stage), so the first that fits is smallest.
+    for depth, layers in LAYERS.items():
+        if all(c <= n for c, n in zip(counts, layers)):
+            return depth
+    return None
