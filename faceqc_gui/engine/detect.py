@@ -16,6 +16,9 @@ confidence 0.8, NMS 0.4 with the +1 area convention), with two changes in how it
    that are large at the scale they are detected at) and does not overlap a face already kept. Finally a box
    lying mostly inside a larger kept box is dropped (a part of that face). Boxes and landmarks are mapped back to
    the original pixels; callers align from the original image.
+   Pass B is skipped when every pass-A face spans at least PORTRAIT_FRACTION of the image's short side (a
+   portrait or a synthetic 1024² face): such images have no room for faces pass A could miss, and pass B is the
+   most expensive step of the whole pipeline on a CPU (bench/engine.py).
    Measured on the shared photos (tests/test_detect.py): one box per big synthetic face, 29 on Solvay.
 """
 
@@ -38,6 +41,7 @@ LARGE_PASS_LONG_SIDE = 2048
 LARGE_PASS_MAX_FACE = 400  # px at pass B's scale; above this pass B's boxes may be parts of a face
 OVERLAP_IOU = 0.3
 CONTAINED_FRACTION = 0.6
+PORTRAIT_FRACTION = 0.4
 
 
 def _load_facer_net(weights_path: Path):
@@ -124,7 +128,10 @@ class FaceDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         kept, _ = self._run(rgb, SMALL_PASS_LONG_SIDE)
-        if max(rgb.shape[:2]) > SMALL_PASS_LONG_SIDE:
+        short_side = min(rgb.shape[:2])
+        portrait = bool(kept) and all(
+            max(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= PORTRAIT_FRACTION * short_side for d in kept)
+        if max(rgb.shape[:2]) > SMALL_PASS_LONG_SIDE and not portrait:
             large, scale_b = self._run(rgb, LARGE_PASS_LONG_SIDE)
             for d in large:
                 size_at_b = max(d.box[2] - d.box[0], d.box[3] - d.box[1]) * scale_b
