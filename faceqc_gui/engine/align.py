@@ -17,7 +17,10 @@ ARCFACE_112 = np.array(
     dtype=np.float32,
 )
 
+
 def _cv():
+    # Imported on first use, not at module import: `import cv2` points QT_QPA_PLATFORM_PLUGIN_PATH at OpenCV's own Qt
+    # plugins, which breaks a PySide6 window started later; import_preserving_qt_env saves and restores that variable.
     return import_preserving_qt_env("cv2")
 
 
@@ -58,10 +61,20 @@ def warp_affine(rgb: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.nda
     return _cv().warpAffine(np.ascontiguousarray(rgb), np.asarray(m, np.float64), size, borderValue=0.0)
 
 
+def arcface_matrix(landmarks: np.ndarray) -> np.ndarray:
+    """(2, 3) similarity taking the 5 detector points (original pixels) onto ARCFACE_112."""
+    lm = np.asarray(landmarks, np.float64)
+    if lm.shape != (5, 2) or not np.isfinite(lm).all():
+        raise ValueError(f"alignment needs 5 finite (x, y) landmarks, got {lm.shape} {lm.tolist()}")
+    m = estimate_similarity(lm, ARCFACE_112)
+    if not np.isfinite(m).all() or abs(np.linalg.det(m[:, :2])) < 1e-12:
+        raise ValueError("degenerate landmarks (all at one point): no similarity maps them onto the template")
+    return m
+
+
 def align_arcface(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(112, 112, 3) uint8 crop in the input's channel order."""
-    m = estimate_similarity(np.asarray(landmarks, np.float64).reshape(5, 2), ARCFACE_112)
-    return warp_affine(rgb, m, (112, 112))
+    """(112, 112, 3) uint8 crop in the input's channel order (RGB in, RGB out)."""
+    return warp_affine(rgb, arcface_matrix(landmarks), (112, 112))
 
 
 def align_arcface_batch(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

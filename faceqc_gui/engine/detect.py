@@ -1,25 +1,46 @@
 """Face detection: facer's RetinaFace MobileNet-0.25, loaded strictly from a local file, run at two scales.
 
-Exactly facer's detector (its network class and its `batch_detect`: RGB input minus the BGR means (104, 117, 123),
-confidence 0.8, NMS 0.4 with the +1 area convention), with two changes in how it is driven:
+The network and its post-processing are facer's own (`RetinaFace` with `cfg_mnet`, `batch_detect`): the input is fed
+as RGB minus the BGR means (104, 117, 123), exactly as facer does it (the FaRL models downstream were used with that),
+confidence > 0.8, NMS 0.4 with the +1 area convention. Three things differ in how it is driven:
 
-1. Loading. facer loads with strict=False and only checks that one key matched, so a different training or a
-   truncated file would load silently with random layers. We load the state dict ourselves
-   (weights_only=True, map_location='cpu': the canonical file holds CUDA-tagged storages) and require every key.
+1. Loading. facer's `load_net` loads with strict=False after checking that *one* key matched, downloads when no path
+   is given, and sets `cudnn.benchmark` globally. We build facer's network class ourselves, load the file with
+   weights_only=True / map_location='cpu' (the canonical file holds CUDA-tagged storages), strip `module.`, and require
+   every one of the 300 keys with its shape: a different architecture, a truncated file or a full-training checkpoint
+   is a `ModelLoadError`. One different *training* has the same name, size, keys and shapes (biubug6's
+   Face-Detector-1MB `mobilenet0.25_Final.pth`, other anchor sizes: five wrong boxes on the astronaut instead of one),
+   so it is refused by its checksum. Any other file that loads is used and reported as not official (`file_info`).
+   Nothing here touches the network.
 
-2. Scales. RetinaFace's anchors stop at 512 px. At full resolution a face larger than that (every 1024² synthetic
-   face) gets extra boxes on parts of itself; shrunk to 640 px, small faces in group photos vanish
-   (MODELS.md §9: the Solvay photo has 29 people: 18 found at 640, 29 at 1024 and above). So:
-     pass A: long side <= 640 (never upscaled): finds large faces cleanly;
-     pass B: long side <= 2048 (cost cap), only for images larger than pass A's size: finds small faces.
-   A pass-B face is added when it is small at pass B's scale (< 400 px: the part-of-face boxes appear only on faces
-   that are large at the scale they are detected at) and does not overlap a face already kept. Finally a box
-   lying mostly inside a larger kept box is dropped (a part of that face). Boxes and landmarks are mapped back to
-   the original pixels; callers align from the original image.
-   Pass B is skipped when every pass-A face spans at least PORTRAIT_FRACTION of the image's short side (a
-   portrait or a synthetic 1024² face): such images have no room for faces pass A could miss, and pass B is the
-   most expensive step of the whole pipeline on a CPU (bench/engine.py).
-   Measured on the shared photos (tests/test_detect.py): one box per big synthetic face, 29 on Solvay.
+2. Scales. RetinaFace's largest anchor is 512 px. At full resolution a face larger than that gets extra boxes on parts
+   of itself (a 1200x1800 portrait: 4 boxes, all inside the real face's box); shrunk to 640 px, small faces in group
+   photos vanish (Solvay 1927, 3000x2171, 29 people: 19 found at 640, 29 at 1024 and above). No single size is right
+   for both (MODELS.md section 9), so every image larger than 640 px is run twice:
+     pass A: long side <= 640 (never enlarged). All its faces are kept: it is clean on big faces, even a face filling
+             a tight crop (checked on crops of the shared portraits at 0.8x-1.6x the face box).
+     pass B: long side <= 2048 (bounds the cost: the full 3000x2171 is 2.1x the pixels of 2048x1482, for faces
+             of >= ~24 px that 2048 already sees). Only its boxes < 400 px at its scale are used:
+             - one matching a pass-A face (IoU >= 0.5) replaces it: the same face seen with more pixels, so finer
+               landmarks (Solvay: pass A sees those faces at 15-23 px);
+             - one not overlapping any kept face (IoU <= 0.3 and <= 75 % of its area inside a kept box) is added:
+               a face too small (or scored just under 0.8) for pass A.
+   Then any box with > 75 % of its area inside a larger kept box is dropped (a part of that face).
+   Calibration on the shared photos (tests/test_detect.py holds the counts against the truth in SOURCES.md):
+   - 400 px: the largest real face pass B had to add is Obama's, looking down, 343 px (pass A missed it); the
+     smallest rejected pass-B box is 446 px (parts of the 1200x1800 portrait's face), and pass B's one false positive
+     (a 484 px box on Hawking's lap) is above it too. A real face that big is one pass A normally sees.
+   - 75 %: part-of-face boxes lie 87-100 % inside the face's box; real faces overlapping another face's box reach
+     53 % (a face cut by the border behind John Lennon) and 36 % (the man behind Obama).
+   - Replacing pass-A faces by their pass-B twins brings Solvay's landmarks closer to those of a full-resolution run
+     (mean distance 5.1 % -> 3.2 % of the face width, worst 12 % -> 5 %) without changing any count.
+   Result: one box for every big synthetic / portrait face, 29 on Solvay, 2 in the women-on-phones photo (one
+   missed at 640), and medium faces that scored just under 0.8 at 640 come back (classroom: 13 -> 15).
+   Boxes and landmarks are mapped back to original pixels by the exact resize factor of each axis; callers align
+   from the original image.
+
+Cost on CPU (one torch thread, on a busy 2-core dev box, best of 5): about 0.24 s for a 1024x1024 image (pass A +
+pass B at full size), 0.74 s for the 3000x2171 Solvay photo, 0.03 s for an image <= 640 px (one pass).
 """
 
 from __future__ import annotations
@@ -38,33 +59,45 @@ from .records import Detection
 
 SMALL_PASS_LONG_SIDE = 640
 LARGE_PASS_LONG_SIDE = 2048
-LARGE_PASS_MAX_FACE = 400  # px at pass B's scale; above this pass B's boxes may be parts of a face
+LARGE_PASS_MAX_FACE = 400  # px at pass B's scale: bigger pass-B boxes are parts of faces or false positives
 OVERLAP_IOU = 0.3
-CONTAINED_FRACTION = 0.6
-PORTRAIT_FRACTION = 0.4
+SAME_FACE_IOU = 0.5  # a pass-B box this close to a pass-A box is the same face
+CONTAINED_FRACTION = 0.75
+
+# Files that load strictly but were trained for other anchors: their boxes are wrong, so they are refused.
+INCOMPATIBLE_SHA256 = {
+    "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1": (
+        "biubug6/Face-Detector-1MB-with-landmark's mobilenet0.25_Final.pth: same name, size and layers as the "
+        "RetinaFace checkpoint, but trained with other anchor sizes, so its boxes come out wrong"
+    ),
+}
 
 
-def _load_facer_net(weights_path: Path):
-    facer_rf = import_preserving_qt_env("facer.face_detection.retinaface")
-    RetinaFace, cfg_mnet = facer_rf.RetinaFace, facer_rf.cfg_mnet
+def _retinaface_module():
+    return import_preserving_qt_env("facer.face_detection.retinaface")
 
+
+def _load_facer_net(weights_path: Path) -> torch.nn.Module:
+    facer_rf = _retinaface_module()
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else "unreadable"
         raise ModelLoadError(
-            f"{weights_path.name} is not a readable RetinaFace checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'unreadable'}). Replace it with the official mobilenet0.25_Final.pth."
+            f"{weights_path.name} is not a readable RetinaFace checkpoint ({type(e).__name__}: {reason}). "
+            f"Replace it with the official mobilenet0.25_Final.pth (`faceqc models download detector`)."
         ) from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelLoadError(f"{weights_path.name} does not contain a state dict (found {type(state).__name__}).")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    net = RetinaFace(cfg=cfg_mnet, phase="test")
+    state = {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in state.items()}
+    net = facer_rf.RetinaFace(cfg=facer_rf.cfg_mnet, phase="test")
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    unexpected = [str(k) for k in state if k not in expected]
+    wrong = [k for k in expected if k in state
+             and not (torch.is_tensor(state[k]) and tuple(state[k].shape) == tuple(expected[k].shape))]
     if missing or unexpected or wrong:
         detail = "; ".join(
             f"{label}: {len(keys)} (e.g. {', '.join(keys[:3])})"
@@ -75,12 +108,35 @@ def _load_facer_net(weights_path: Path):
             f"{weights_path.name} is not the RetinaFace MobileNet-0.25 checkpoint FaceQC needs ({detail})."
         )
     net.load_state_dict(state, strict=True)
-    net.eval()
-    return net
+    return net.eval()
 
 
-def _iou_and_containment(box: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoU of `box` with each of `others`, and the fraction of `box`'s area inside each."""
+def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 view of a decoded image: grey (H, W) / (H, W, 1) is repeated, an alpha channel dropped."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        raise ValueError(f"the detector needs a uint8 image, got dtype {a.dtype}")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"the detector needs an (H, W, 3) RGB image, got shape {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return a[:, :, :3]
+
+
+def _resize(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    """Shrinks so the long side is <= long_side (never enlarges); PIL's bilinear filter anti-aliases when shrinking."""
+    h, w = rgb.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.BILINEAR))
+
+
+def _overlaps(box: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of `box` with each of `others`, and the fraction of `box`'s own area inside each."""
     if len(others) == 0:
         return np.zeros(0), np.zeros(0)
     x1 = np.maximum(box[0], others[:, 0])
@@ -93,65 +149,113 @@ def _iou_and_containment(box: np.ndarray, others: np.ndarray) -> tuple[np.ndarra
     return inter / (area + areas - inter), inter / area
 
 
+def _boxes(dets: list[Detection]) -> np.ndarray:
+    return np.array([d.box for d in dets], np.float64).reshape(-1, 4)
+
+
+def merge_scales(small_pass: list[Detection], large_pass: list[Detection], large_scale: float) -> list[Detection]:
+    """The two-scale policy of the module docstring; `large_scale` = pass B's size / original size."""
+    usable = [d for d in large_pass
+              if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) * large_scale < LARGE_PASS_MAX_FACE]
+    kept = list(small_pass)
+    used: set[int] = set()
+    # A face both passes found: pass B saw it with more pixels (and still within its anchors), so its landmarks are
+    # the finer ones; keep the face, take pass B's box and points.
+    for k, a in enumerate(kept):
+        iou, _ = _overlaps(a.box, _boxes(usable))
+        for j in np.argsort(-iou):
+            if iou[j] < SAME_FACE_IOU:
+                break
+            if int(j) not in used:
+                kept[k] = usable[j]
+                used.add(int(j))
+                break
+    for j, d in sorted(enumerate(usable), key=lambda t: -t[1].score):
+        if j in used:
+            continue
+        iou, inside = _overlaps(d.box, _boxes(kept))
+        if len(iou) and (iou.max() > OVERLAP_IOU or inside.max() > CONTAINED_FRACTION):
+            continue
+        kept.append(d)
+    return _drop_parts(kept)
+
+
+def _drop_parts(dets: list[Detection]) -> list[Detection]:
+    """Drops boxes lying mostly inside a larger box (parts of that face); the rest sorted by score, best first."""
+    out: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.area):
+        _, inside = _overlaps(d.box, _boxes(out))
+        if len(inside) and inside.max() > CONTAINED_FRACTION:
+            continue
+        out.append(d)
+    return sorted(out, key=lambda d: -d.score)
+
+
 class FaceDetector:
     key = "detector"
 
-    def __init__(self, weights_path: str | os.PathLike, device: torch.device | str = "cpu", threshold: float = 0.8):
+    def __init__(self, weights_path: str | os.PathLike, device: torch.device | str = "cpu", threshold: float = 0.8,
+                 batch_size: int = 8):
         self.weights_path = Path(weights_path)
         self.device = torch.device(device)
-        self.threshold = threshold
-        self.net = _load_facer_net(self.weights_path).to(self.device)
+        self.threshold = float(threshold)
+        self.batch_size = max(1, int(batch_size))  # images per forward in detect_batch (bounds pass-B memory)
+        net = _load_facer_net(self.weights_path)
         self.file_info = weights_info("detector", self.weights_path)
+        why = INCOMPATIBLE_SHA256.get(self.file_info["sha256"])
+        if why:
+            raise ModelLoadError(
+                f"{self.weights_path.name} is {why}. Replace it with the official RetinaFace mobilenet0.25_Final.pth "
+                f"(`faceqc models download detector`)."
+            )
+        self.net = net.to(self.device)
+        self._batch_detect = _retinaface_module().batch_detect
 
-    def _run(self, rgb: np.ndarray, long_side: int) -> tuple[list[Detection], float]:
-        """facer's batch_detect on the image shrunk to `long_side` (never enlarged); results in original pixels."""
-        batch_detect = import_preserving_qt_env("facer.face_detection.retinaface").batch_detect
-        h, w = rgb.shape[:2]
-        scale = min(1.0, long_side / max(h, w))
-        img = rgb
-        if scale < 1.0:
-            img = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                         Image.BILINEAR))
-        x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].to(self.device)
+    def _pass(self, images: list[np.ndarray], long_side: int) -> list[list[Detection]]:
+        """facer's batch_detect on same-size images shrunk to `long_side`; detections in original pixels."""
+        h, w = images[0].shape[:2]
+        small = [_resize(im, long_side) for im in images]
+        sh, sw = small[0].shape[:2]
+        x = torch.from_numpy(np.stack(small)).permute(0, 3, 1, 2).to(self.device)
         with torch.inference_mode():
-            out = batch_detect(self.net, x.float(), threshold=self.threshold)
-        if out["rects"].numel() == 0:  # facer returns empty float tensors of shape (0,) when nothing is found
-            return [], scale
-        sx = w / img.shape[1]
-        sy = h / img.shape[0]
-        rects = out["rects"].float().cpu().numpy() * np.array([sx, sy, sx, sy], np.float32)
+            # batch_detect converts to float and subtracts the means itself; it is not under no_grad.
+            out = self._batch_detect(self.net, x.float(), threshold=self.threshold)
+        result: list[list[Detection]] = [[] for _ in images]
+        if out["rects"].numel() == 0:  # no face anywhere: facer returns float tensors of shape (0,)
+            return result
+        sx, sy = w / sw, h / sh
+        rects = out["rects"].float().cpu().numpy().reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
         points = out["points"].float().cpu().numpy().reshape(-1, 5, 2) * np.array([sx, sy], np.float32)
-        scores = out["scores"].float().cpu().numpy()
-        dets = [Detection(box=r.astype(np.float32), landmarks=p.astype(np.float32), score=float(s))
-                for r, p, s in zip(rects, points, scores)]
-        return dets, scale
+        scores = out["scores"].float().cpu().numpy().reshape(-1)
+        ids = out["image_ids"].long().cpu().numpy().reshape(-1)
+        for r, p, s, i in zip(rects, points, scores, ids):
+            result[int(i)].append(Detection(box=r.astype(np.float32), landmarks=p.astype(np.float32), score=float(s)))
+        return result
+
+    def _detect_same_size(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        small = self._pass(images, SMALL_PASS_LONG_SIDE)
+        long_side = max(images[0].shape[:2])
+        if long_side <= SMALL_PASS_LONG_SIDE:
+            return [_drop_parts(d) for d in small]
+        large = self._pass(images, LARGE_PASS_LONG_SIDE)
+        scale_b = min(1.0, LARGE_PASS_LONG_SIDE / long_side)
+        return [merge_scales(a, b, scale_b) for a, b in zip(small, large)]
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        kept, _ = self._run(rgb, SMALL_PASS_LONG_SIDE)
-        short_side = min(rgb.shape[:2])
-        portrait = bool(kept) and all(
-            max(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= PORTRAIT_FRACTION * short_side for d in kept)
-        if max(rgb.shape[:2]) > SMALL_PASS_LONG_SIDE and not portrait:
-            large, scale_b = self._run(rgb, LARGE_PASS_LONG_SIDE)
-            for d in large:
-                size_at_b = max(d.box[2] - d.box[0], d.box[3] - d.box[1]) * scale_b
-                if size_at_b >= LARGE_PASS_MAX_FACE:
-                    continue
-                iou, inside = _iou_and_containment(d.box, np.array([k.box for k in kept]).reshape(-1, 4))
-                if len(iou) and (iou.max() > OVERLAP_IOU or inside.max() > CONTAINED_FRACTION):
-                    continue
-                kept.append(d)
-        return self._drop_parts(sorted(kept, key=lambda d: -d.score))
+        """Faces in one decoded image, best score first, boxes and landmarks in its pixels."""
+        return self.detect_batch([rgb])[0]
 
-    @staticmethod
-    def _drop_parts(dets: list[Detection]) -> list[Detection]:
-        """Removes boxes that lie mostly inside a larger box: those are parts of that face."""
-        out: list[Detection] = []
-        by_area = sorted(dets, key=lambda d: -d.area)
-        for d in by_area:
-            if out:
-                _, inside = _iou_and_containment(d.box, np.array([o.box for o in out]))
-                if inside.max() > CONTAINED_FRACTION:
-                    continue
-            out.append(d)
-        return sorted(out, key=lambda d: -d.score)
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """detect() for many images; images of the same size share each forward pass (faster on a GPU)."""
+        arrays = [_as_rgb_uint8(im) for im in images]
+        results: list[list[Detection]] = [[] for _ in arrays]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, a in enumerate(arrays):
+            if a.shape[0] > 0 and a.shape[1] > 0:
+                groups.setdefault(a.shape[:2], []).append(i)
+        for idx in groups.values():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start:start + self.batch_size]
+                for i, dets in zip(chunk, self._detect_same_size([arrays[i] for i in chunk])):
+                    results[i] = dets
+        return results
