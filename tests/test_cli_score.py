@@ -141,3 +141,64 @@ def test_magface_scores_match_an_independent_computation(inputs, models_dir, tmp
         # landmarks in the JSON are rounded to 0.01 px: tiny differences in the crop are allowed
         assert r["magface_norm"] == pytest.approx(want, rel=2e-3)
         assert r["quality_0_100"] is not None and r["accepted"] is True  # threshold 0
+
+
+@pytest.fixture(scope="module")
+def all_models_dir(tmp_path_factory, retinaface_weights):
+    """Every weight file, built from the real architectures with seeded random weights in the official formats."""
+    from attr_checkpoints import save_fairface_checkpoint, save_farl_checkpoint
+    from magface_checkpoints import save_official_ddp_checkpoint
+
+    d = tmp_path_factory.mktemp("allmodels")
+    (d / "mobilenet0.25_Final.pth").symlink_to(retinaface_weights)
+    save_official_ddp_checkpoint(d / "magface_epoch_00025.pth", depth=100, seed=5)
+    save_farl_checkpoint(d / "face_attribute.farl.celeba.pt", seed=5)
+    save_fairface_checkpoint(d / "res34_fair_align_multi_7_20190809.pt", seed=5)
+    return d
+
+
+def test_one_pass_with_all_three_models_jsonl_and_csv(inputs, all_models_dir, tmp_path):
+    from faceqc_gui.engine.labels import AGE9, CELEBA_ATTRIBUTES, GENDER, RACE7
+
+    out = tmp_path / "all.jsonl"
+    assert main(["score", str(inputs / "astronaut.png"), str(inputs / "coffee.png"), "-o", str(out),
+                 "--models-dir", str(all_models_dir)]) == 0
+    face, coffee = read_jsonl(out)
+    assert face["magface_norm"] > 0 and 0 <= face["quality_0_100"] <= 100
+    assert list(face["celeba"]) == list(CELEBA_ATTRIBUTES) and all(0 <= p <= 1 for p in face["celeba"].values())
+    ff = face["fairface"]
+    assert list(ff["race7"]) == list(RACE7) and abs(sum(ff["race7"].values()) - 1) < 1e-4
+    assert list(ff["gender"]) == list(GENDER) and list(ff["age"]) == list(AGE9)
+    assert ff["race7_top"] == max(ff["race7"], key=ff["race7"].get)
+    assert ff["race4"] is None  # no 4-race file: stated as absent, not invented
+    assert set(face["models"]) == {"detector", "magface", "celeba", "fairface"}
+    assert all(len(v["sha256"]) == 64 for v in face["models"].values())
+    assert coffee["face_index"] is None and "celeba" not in coffee
+
+    csv_out = tmp_path / "all.csv"
+    assert main(["score", str(inputs / "astronaut.png"), "-o", str(csv_out), "--models-dir", str(all_models_dir)]) == 0
+    with open(csv_out, newline="", encoding="utf-8") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["celeba_Smiling"]) == pytest.approx(face["celeba"]["Smiling"], abs=1e-4)
+    assert row["fairface_race7_top"] == ff["race7_top"]
+    assert float(row["fairface_age_20-29"]) == pytest.approx(ff["age"]["20-29"], abs=1e-5)
+    assert row["model_celeba_file"] == "face_attribute.farl.celeba.pt" and len(row["model_magface_sha256"]) == 64
+
+
+def test_models_option_and_skip_missing_with_partial_weights(inputs, all_models_dir, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("mobilenet0.25_Final.pth", "res34_fair_align_multi_7_20190809.pt"):
+        (partial / name).symlink_to(all_models_dir / name)
+    out = tmp_path / "p.jsonl"
+    rc = main(["score", str(inputs / "astronaut.png"), "-o", str(out), "--models-dir", str(partial)])
+    assert rc != 0 and "magface_epoch_00025.pth" in capsys.readouterr().err
+    rc = main(["score", str(inputs / "astronaut.png"), "-o", str(out), "--models-dir", str(partial), "--skip-missing"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "skipping magface" in err and "skipping celeba" in err
+    row = read_jsonl(out)[0]
+    assert row["magface_norm"] is None and "celeba" not in row and row["fairface"]["gender_top"] in ("Male", "Female")
+    rc = main(["score", str(inputs / "astronaut.png"), "-o", str(out), "--models-dir", str(all_models_dir),
+               "--models", "celeba"])
+    row = read_jsonl(out)[0]
+    assert rc == 0 and "celeba" in row and "fairface" not in row and row["magface_norm"] is None
