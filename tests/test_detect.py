@@ -312,3 +312,15 @@ def test_wrong_or_corrupt_weight_files_fail_clearly(tmp_path, retinaface_weights
     monkeypatch.setitem(detect_mod.INCOMPATIBLE_SHA256, sha256_file(resaved), "a test stand-in for another training")
     with pytest.raises(ModelLoadError, match="another training"):
         FaceDetector(resaved)
+
+
+def test_portrait_like_images_skip_the_costly_large_pass(retinaface_weights, testdata, monkeypatch):
+    det = FaceDetector(retinaface_weights)
+    passes = []
+    real_pass = det._pass
+    monkeypatch.setattr(det, "_pass", lambda images, long_side: passes.append(long_side) or real_pass(images, long_side))
+    big = load_rgb(testdata / "faces" / "synthetic" / "sfhq_pt2_00003040.jpg")  # one 650-px face in 894 px
+    assert len(det.detect(big)) == 1 and passes == [640]
+    passes.clear()
+    group = load_rgb(testdata / "faces" / "real" / "pexels_women-on-phones.jpg")  # a small face behind a big one
+    assert len(det.detect(group)) == 2 and passes == [640, 2048]

@@ -34,6 +34,8 @@ confidence > 0.8, NMS 0.4 with the +1 area convention. Three things differ in ho
      53 % (a face cut by the border behind John Lennon) and 36 % (the man behind Obama).
    - Replacing pass-A faces by their pass-B twins brings Solvay's landmarks closer to those of a full-resolution run
      (mean distance 5.1 % -> 3.2 % of the face width, worst 12 % -> 5 %) without changing any count.
+   Pass B is skipped for portrait-like images (every pass-A face >= 400 px at pass B's scale and >= 40 % of the
+   short side: nothing for pass B to refine or add; it is the costliest step on a CPU).
    Result: one box for every big synthetic / portrait face, 29 on Solvay, 2 in the women-on-phones photo (one
    missed at 640), and medium faces that scored just under 0.8 at 640 come back (classroom: 13 -> 15).
    Boxes and landmarks are mapped back to original pixels by the exact resize factor of each axis; callers align
@@ -58,6 +60,7 @@ from .models_base import weights_info
 from .records import Detection
 
 SMALL_PASS_LONG_SIDE = 640
+PORTRAIT_FRACTION = 0.4  # pass B is skipped when every pass-A face spans >= this share of the image's short side
 LARGE_PASS_LONG_SIDE = 2048
 LARGE_PASS_MAX_FACE = 400  # px at pass B's scale: bigger pass-B boxes are parts of faces or false positives
 OVERLAP_IOU = 0.3
@@ -180,6 +183,17 @@ def merge_scales(small_pass: list[Detection], large_pass: list[Detection], large
     return _drop_parts(kept)
 
 
+def _portrait_like(small_pass: list[Detection], shape, large_scale: float) -> bool:
+    if not small_pass:
+        return False
+    short = min(shape[:2])
+    for d in small_pass:
+        size = max(d.box[2] - d.box[0], d.box[3] - d.box[1])
+        if size * large_scale < LARGE_PASS_MAX_FACE or size < PORTRAIT_FRACTION * short:
+            return False
+    return True
+
+
 def _drop_parts(dets: list[Detection]) -> list[Detection]:
     """Drops boxes lying mostly inside a larger box (parts of that face); the rest sorted by score, best first."""
     out: list[Detection] = []
@@ -237,9 +251,16 @@ class FaceDetector:
         long_side = max(images[0].shape[:2])
         if long_side <= SMALL_PASS_LONG_SIDE:
             return [_drop_parts(d) for d in small]
-        large = self._pass(images, LARGE_PASS_LONG_SIDE)
         scale_b = min(1.0, LARGE_PASS_LONG_SIDE / long_side)
-        return [merge_scales(a, b, scale_b) for a, b in zip(small, large)]
+        # Portrait-like images (every face both too large for pass B to use and spanning a good part of the frame:
+        # a synthetic 1024² face) gain nothing from pass B, the costliest step on a CPU (bench/engine.py): skip it.
+        need_b = [i for i, (im, a) in enumerate(zip(images, small)) if not _portrait_like(a, im.shape, scale_b)]
+        out = [_drop_parts(a) for a in small]
+        if need_b:
+            large = self._pass([images[i] for i in need_b], LARGE_PASS_LONG_SIDE)
+            for i, b in zip(need_b, large):
+                out[i] = merge_scales(small[i], b, scale_b)
+        return out
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in one decoded image, best score first, boxes and landmarks in its pixels."""
