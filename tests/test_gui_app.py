@@ -8,6 +8,7 @@ import sys
 import pytest
 
 pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.gui
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 

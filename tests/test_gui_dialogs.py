@@ -8,6 +8,7 @@ import os
 import pytest
 
 pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.gui
 
 from faceqc_gui.engine import download as dl  # noqa: E402
 from faceqc_gui.engine import registry  # noqa: E402

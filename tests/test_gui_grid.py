@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.gui
 
 from PIL import Image  # noqa: E402
 from PySide6.QtCore import QItemSelectionModel, QRect, Qt  # noqa: E402

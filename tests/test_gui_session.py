@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("PySide6")
+pytestmark = pytest.mark.gui
 
 from faceqc_gui.engine.labels import CELEBA_ATTRIBUTES  # noqa: E402
 from faceqc_gui.engine.store import Project  # noqa: E402
@@ -130,6 +131,21 @@ def test_grid_order_equals_the_engines_sort(session, key, descending):
     engine_key = {"faces": "n_faces"}.get(key, key)
     rows = np.arange(len(session.snapshot.ids))
     np.testing.assert_array_equal(session.order, sort_rows(session.snapshot, rows, engine_key, descending))
+
+
+def test_status_filters_match_the_engines(session):
+    from faceqc_gui.engine.decisions import Filter, filter_mask
+    from faceqc_gui.gui.state import STATUSES
+
+    s = session.snapshot
+    session.set_override(s.ids[:3].tolist(), "reject")
+    s.missing[5] = True  # a file gone since the scan
+    for t in (18.0, 22.0):
+        session.set_threshold(t)
+        for st in STATUSES:
+            np.testing.assert_array_equal(session.status_mask({st}), filter_mask(s, Filter(status={st}), t), st)
+        both = {"no_face", "overridden"}
+        np.testing.assert_array_equal(session.status_mask(both), filter_mask(s, Filter(status=both), t))
 
 
 def test_histogram_is_not_narrowed_by_the_decision_filter(session):

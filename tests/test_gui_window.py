@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.gui
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QDialog, QMessageBox  # noqa: E402
 
@@ -51,7 +52,7 @@ def drop(win, paths) -> tuple[bool, bool]:
     """A real drag-enter then drop of file URLs on the window; returns (enter accepted, drop accepted)."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(QPointF(300, 300), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+    enter = QDragEnterEvent(QPoint(300, 300), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(win, enter)
     ev = QDropEvent(QPointF(300, 300), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
@@ -94,7 +95,7 @@ def test_drop_folder_starts_project_and_results_stream_in(qtbot, tmp_path, no_mo
     win.session.rowsChanged.connect(lambda rows: groups.append(len(rows)))
     text_only = QMimeData()
     text_only.setText("not a file")
-    enter = QDragEnterEvent(QPointF(10, 10), Qt.DropAction.CopyAction, text_only, Qt.MouseButton.LeftButton,
+    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, text_only, Qt.MouseButton.LeftButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(win, enter)
     assert not enter.isAccepted()  # only files and folders are welcome
@@ -398,7 +399,6 @@ def test_ui_thread_keeps_ticking_while_scoring(qtbot, tmp_path, no_models):
     assert gaps and max(gaps) < 0.35, f"longest UI-thread gap {max(gaps) * 1000:.0f} ms"
 
 
-@pytest.mark.slow
 def test_real_detector_scores_dropped_images(qtbot, tmp_path, monkeypatch, testdata, retinaface_weights):
     models = tmp_path / "models"
     models.mkdir()

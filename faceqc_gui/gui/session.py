@@ -207,13 +207,37 @@ class ProjectSession(QObject):
             return getattr(snap, head)[:, FAIRFACE_HEADS[head].index(label)]
         return None
 
+    def status_mask(self, statuses) -> np.ndarray:
+        """Rows having any of ``statuses``, from the live decisions (engine.decisions.status_masks' definitions,
+        without deciding every image a second time: this runs on every threshold move under a status filter)."""
+        s = self.snapshot
+        scored = s.n_faces >= 0
+        make = {
+            "accepted": lambda: self.accepted,
+            "rejected": lambda: ~self.accepted,
+            "overridden": lambda: s.override != 0,
+            "no_face": lambda: scored & (s.n_faces == 0) & ~s.error,
+            "error": lambda: s.error,
+            "missing": lambda: s.missing,
+            "unscored": lambda: ~scored & ~s.error,
+        }
+        out = np.zeros(len(s.ids), bool)
+        for st in statuses:
+            out |= make[st]()
+        return out
+
     def compute_order(self) -> np.ndarray:
         flt = self.view.to_filter()
+        statuses = set(flt.status) if flt is not None and flt.status else set()
+        if flt is not None:
+            flt.status = None
         try:
             mask = filter_mask(self.snapshot, flt, self.threshold)
         except FaceQCError as e:
             self.message.emit(f"Filter ignored: {e}")
             mask = np.ones(len(self.snapshot.ids), bool)
+        if statuses:
+            mask &= self.status_mask(statuses)
         perm = self._perm()
         return perm[mask[perm]]
 
