@@ -314,6 +314,25 @@ class ProjectSession(QObject):
         self._after_decision_edit()
         return True
 
+    def apply_overrides(self, changes: dict[int, str | None], description: str | None = None) -> bool:
+        """Different overrides on different images (a balanced selection) as one transaction and one undo step."""
+        if self.project is None or not changes:
+            return False
+        if self.readonly:
+            self.message.emit("This project is read-only here (another FaceQC process is changing it).")
+            return False
+        self.commit_threshold()
+        try:
+            self.project.apply_overrides(changes, description)
+        except FaceQCError as e:
+            self.message.emit(str(e))
+            return False
+        codes = {"accept": 1, "reject": -1, None: 0}
+        ids = list(changes)
+        self.snapshot.override[self.rows_of_ids(ids)] = [codes[changes[i]] for i in ids]
+        self._after_decision_edit()
+        return True
+
     def _after_decision_edit(self) -> None:
         self.accepted, self.reason = self.snapshot.decide(self.threshold)
         if not (self.view.status and self.refilter()):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QByteArray, QItemSelectionModel, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, \
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, \
     QSlider, QSplitter, QToolButton, QVBoxLayout, QWidget
 
 from ..engine import registry
@@ -25,7 +25,9 @@ from ..gui.settings import AppSettings, project_for_folder, projects_dir
 from ..gui.state import TILE_MAX, TILE_MIN, sort_keys
 from ..gui.thumbs import ImageLoader, ThumbnailDiskCache
 from ..gui.worker import ScoringController
+from .balance_dialog import BalanceDialog
 from .banner import BannerArea
+from .demographics import DemographicsPanel
 from .face_panel import FacePanel
 from .filter_panel import FilterPanel
 from .grid import MARGIN, STRIP, GridModel, TileDelegate, TileGridView, positions_of_selection, \
@@ -179,6 +181,13 @@ class MainWindow(QMainWindow):
         self.filter_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable |
                                      QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.filter_dock)
+        # Who is in the set (issue 6): a dock, hidden at first so the grid keeps its room; View ▸ Demographics.
+        self.demographics = DemographicsPanel()
+        self.demo_dock = QDockWidget("Demographics", self)
+        self.demo_dock.setObjectName("demographics")
+        self.demo_dock.setWidget(self.demographics)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.demo_dock)
+        self.demo_dock.hide()
         self._load_view_widgets()
 
     def _action(self, text: str, slot, shortcuts=(), tip: str = "", context=None, checkable=False) -> QAction:
@@ -273,6 +282,14 @@ class MainWindow(QMainWindow):
         self.act_cancel = self._action("Cancel", self.controller.cancel)
         for a in (self.act_score, self.act_pause, self.act_resume, self.act_cancel):
             s.addAction(a)
+        self.act_demographics = self.demo_dock.toggleViewAction()
+        self.act_demographics.setText("Demographics")
+        self.act_demographics.setShortcut(QKeySequence("Ctrl+D"))
+        v.addAction(self.act_demographics)
+        self.act_balance = self._action("Balanced Selection…", self.open_balance_dialog, ["Ctrl+B"],
+                                        tip="Propose the best-quality subset that meets a demographic target")
+        s.addSeparator()
+        s.addAction(self.act_balance)
         md = m.addMenu("&Models")
         self.act_models = self._action("Models…", self.open_models_dialog)
         md.addAction(self.act_models)
@@ -286,6 +303,11 @@ class MainWindow(QMainWindow):
         s.historyChanged.connect(self._update_actions)
         s.message.connect(lambda t: self.status.showMessage(t, 8000))
         s.projectChanged.connect(self._on_project_changed)
+        for sig in (s.projectChanged, s.layoutReset, s.rowsChanged):
+            sig.connect(self._refresh_demographics)
+        for sig in (s.decisionsChanged, s.thresholdChanged):
+            sig.connect(lambda *_: self.demographics.set_accepted(s.accepted) if s.is_open else None)
+        self.demographics.groupFilterRequested.connect(self._on_group_filter)
         self.grid.selectionModel().selectionChanged.connect(self._on_selection_changed)
         self.grid.selectionModel().currentChanged.connect(self._on_current_changed)
         self.grid.previewRequested.connect(self.toggle_preview)
@@ -915,6 +937,29 @@ class MainWindow(QMainWindow):
         self.settings.data["window_state"] = bytes(self.saveState().toBase64()).decode()
         self.settings.data["splitter"] = bytes(self.splitter.saveState().toBase64()).decode()
         self.settings.save()
+
+    # ---- demographics and balance (issue 6) -----------------------------------------------------------------------
+    def _refresh_demographics(self, *_a) -> None:
+        s = self.session
+        self.demographics.set_data(s.snapshot if s.is_open else None, s.accepted if s.is_open else None)
+
+    def _on_group_filter(self, group: dict) -> None:
+        """A bar or cell was clicked: show that group in the grid (top FairFace labels; the panel's 'uncertain' and
+        'unknown' buckets have no grid filter yet, so they clear the group filter instead)."""
+        wanted = {h: v for h, v in group.items() if v not in ("uncertain", "unknown")}
+        self.session.view.fairface = dict(wanted)
+        self.filters.load(self.session.view)  # the Filters dock shows the group that is now applied
+        self.session.refilter(force=True)
+        self.status.showMessage("Showing " + (", ".join(f"{h} = {v}" for h, v in wanted.items()) or "all groups"),
+                                5000)
+
+    def open_balance_dialog(self) -> None:
+        s = self.session
+        if not s.is_open:
+            return
+        dlg = BalanceDialog(s.snapshot, s.threshold, self, min_conf=self.demographics.min_conf)
+        if dlg.exec() == QDialog.DialogCode.Accepted and dlg.changes():
+            s.apply_overrides(dlg.changes(), dlg.description())
 
     def closeEvent(self, e) -> None:
         self._closing = True
