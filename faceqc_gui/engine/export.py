@@ -8,6 +8,7 @@ Layout of TARGET after an export:
     list_attr_celeba.txt     CelebA's attribute list format (+1/-1 at p >= celeba_threshold), names as in images/
     fairface_labels.csv      file,race,race4,gender,age (top labels, FairFace's label CSV style)
     summary.txt              counts, in words
+    balance_report.csv/.png  race x gender of the exported set next to all scored images (engine/balance.py)
 
 Safety: source files are only ever read (or linked to). The target must not be, contain or lie inside a source
 folder, and must be empty unless ``allow_nonempty`` (then our names must still be free: nothing is overwritten).
@@ -40,7 +41,7 @@ from .records import CSV_CELEBA_COLUMNS, CSV_FAIRFACE_COLUMNS, CSV_MODEL_COLUMNS
 MODES = ("copy", "hardlink", "symlink")
 STAGING_PREFIX = ".faceqc-export-"
 OUTPUT_NAMES = ("images", "crops", "manifest.csv", "manifest.json", "list_attr_celeba.txt", "fairface_labels.csv",
-                "summary.txt")
+                "summary.txt", "balance_report.csv", "balance_report.png")
 MANIFEST_BASE_COLUMNS = (
     ["file", "crop", "source", "image_id", "decision", "reason", "override", "score", "score_mode", "threshold",
      "quality_0_100", "n_faces", "face_norms", "width", "height", "error", "face_index",
@@ -347,6 +348,16 @@ def _os_message(e: OSError, target: Path) -> str:
     return f"export to {target} failed: {e.strerror or e}{where}. Nothing was written."
 
 
+def _write_balance_report(staging: Path, snap, exported_rows: np.ndarray) -> None:
+    """balance_report.csv/.png: race x gender of the exported images next to all scored images (docs/BALANCE.md)."""
+    from .balance import write_balance_report
+    from .balance_stats import snapshot_stats
+
+    exported = np.zeros(len(snap.ids), bool)
+    exported[np.asarray(exported_rows, dtype=np.int64)] = True
+    write_balance_report(staging, snapshot_stats(snap, snap.threshold, by=("race7", "gender"), accepted=exported))
+
+
 def export_project(project, target, mode: str = "copy", crops: bool = False, allow_nonempty: bool = False,
                    celeba_threshold: float = 0.5, progress=None, stop_event=None) -> ExportSummary:
     """Export the accepted images of ``project`` into ``target``; raises ExportError (nothing left) on failure.
@@ -424,6 +435,7 @@ def export_project(project, target, mode: str = "copy", crops: bool = False, all
             summary.seconds = time.perf_counter() - t0
             writers.finish(staging, summary)
             writers = None
+            _write_balance_report(staging, snap, rows)
             for name in OUTPUT_NAMES:
                 if (staging / name).exists():
                     if os.path.lexists(target / name):
