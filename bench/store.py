@@ -2,6 +2,7 @@
 
     python bench/store.py                      # 100k images (about 1.5 faces each), results table on stdout
     python bench/store.py --images 20000 --json out.json
+    python bench/store.py --no-baseline        # the store alone (the baseline takes ~15 min at 100k)
 
 No models needed: records are generated (seeded) with the shapes the pipeline produces (512-d embedding, 40 CelebA
 probabilities, FairFace race7/race4/gender/age). Every image is a real (tiny) file in a temp folder, so storing
@@ -16,7 +17,10 @@ an atomic rename after each change, which is what a simple tool does):
   override 10k    reject 10k images in one action
   query           accepted images with Smiling >= 0.5 and a female top label, sorted by score
   export          manifests (csv, json, CelebA list, FairFace csv) + symlinks of the accepted set
-Generation of the records is not timed.
+                  (baseline: one CSV of paths and faces + symlinks)
+  (store only) re-decide only: Snapshot.decide over all images; snapshot; counts
+Generation of the records is not timed. The store runs first and is closed before the baseline loads, so the
+baseline's millions of Python objects do not slow the store's numbers (garbage collection).
 """
 
 from __future__ import annotations
@@ -117,16 +121,133 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
+def batches(paths: list[str]):
+    """The same generated records on every call (seeded per batch), so both phases store identical data."""
+    for b, start in enumerate(range(0, len(paths), BATCH)):
+        yield generate(paths[start:start + BATCH], np.random.default_rng(b))
+
+
+def bench_store(paths: list[str], src: Path, work: Path) -> tuple[dict, dict]:
+    res: dict[str, float] = {}
+    proj_path = work / "bench.faceqc"
+    n = len(paths)
+    t = 0.0
+    with Project.create(proj_path) as p:
+        p.add_folder(src)
+        for k, batch in enumerate(batches(paths)):
+            t += timed(lambda: p.store_results(batch))[0]
+            print(f"\rstore insert {(k + 1) * BATCH}/{n}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    res["insert"] = t
+
+    def reopen():
+        proj = Project.open(proj_path)
+        return proj, proj.snapshot()
+    res["reopen"], (p, snap) = timed(reopen)
+
+    def threshold():
+        p.set_threshold(21.5)
+        return snap.decide(21.5)
+    res["threshold"] = timed(threshold)[0]
+    res["re-decide only"] = timed(lambda: snap.decide(21.7))[0]
+    res["override 1"] = timed(lambda: p.set_override([int(snap.ids[n // 2])], "accept"))[0]
+    many = snap.ids[: min(10_000, n)]
+    res["override 10k"] = timed(lambda: p.set_override(many, "reject"))[0]
+    res["undo 10k"] = timed(p.undo)[0]
+    res["query"], hits = timed(lambda: p.query(QUERY, sort="score"))
+    res["snapshot"] = timed(p.snapshot)[0]
+    res["counts"] = timed(p.counts)[0]
+    res["export"], summary = timed(lambda: export_project(p, work / "export", mode="symlink"))
+    p.close()
+    shutil.rmtree(work / "export", ignore_errors=True)
+    info = {"store_mb": os.path.getsize(proj_path) / 1e6, "query_hits": len(hits), "exported": summary.exported}
+    return res, info
+
+
+QUERY = Filter(status={"accepted"}, celeba={"Smiling": (0.5, 1.0)}, fairface={"gender": "Female"})
+
+
+def bench_json(paths: list[str], work: Path) -> tuple[dict, dict]:
+    res: dict[str, float] = {}
+    n = len(paths)
+    base = JsonBaseline(work / "baseline.json")
+    t = 0.0
+    for k, batch in enumerate(batches(paths)):
+        def insert():
+            base.state["images"].extend(_record(r) for r in batch)
+            base.save()
+        t += timed(insert)[0]
+        print(f"\rJSON insert {(k + 1) * BATCH}/{n}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    res["insert"] = t
+    base.state = None
+
+    def reopen():
+        base.load()
+        return base.arrays()
+    res["reopen"] = timed(reopen)[0]
+
+    def threshold():
+        base.state["threshold"] = 21.5
+        base.state["history"].append(["threshold", 20.0, 21.5])
+        base.save()
+        return base.accepted()
+    res["threshold"] = timed(threshold)[0]
+
+    def one():
+        base.state["overrides"][paths[n // 2]] = 1
+        base.save()
+    res["override 1"] = timed(one)[0]
+    many = paths[: min(10_000, n)]
+
+    def bulk():
+        for path in many:
+            base.state["overrides"][path] = -1
+        base.save()
+    res["override 10k"] = timed(bulk)[0]
+
+    def undo():
+        for path in many:
+            base.state["overrides"].pop(path, None)
+        base.state["overrides"][paths[n // 2]] = 1
+        base.save()
+    res["undo 10k"] = timed(undo)[0]
+
+    def query():
+        acc = set(base.accepted())
+        out = []
+        for i, im in enumerate(base.state["images"]):
+            if i not in acc or not im["faces"]:
+                continue
+            f = max(im["faces"], key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
+            if f["celeba"]["Smiling"] >= 0.5 and f["fairface"]["gender_top"] == "Female":
+                out.append((f["norm"], i))
+        return [i for _, i in sorted(out, reverse=True)]
+    res["query"], hits = timed(query)
+
+    def export():
+        out = work / "export_json"
+        (out / "images").mkdir(parents=True)
+        acc = base.accepted()
+        with open(out / "manifest.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            for i in acc:
+                im = base.state["images"][i]
+                w.writerow([im["path"], json.dumps(im["faces"])])
+                os.symlink(im["path"], out / "images" / f"{i}.jpg")
+        return len(acc)
+    res["export"], exported = timed(export)
+    return res, {"json_mb": os.path.getsize(base.path) / 1e6, "query_hits": len(hits), "exported": exported}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=100_000)
     ap.add_argument("--json", metavar="OUT", help="also write the numbers here")
-    ap.add_argument("--keep", action="store_true", help="keep the temp folder")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) JSON baseline")
     args = ap.parse_args()
     n = args.images
-    rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix="faceqc-bench-store-"))
-    res: dict[str, dict[str, float]] = {"store": {}, "json": {}}
     try:
         src = work / "images"
         paths = []
@@ -137,118 +258,26 @@ def main() -> int:
                 p = sub / f"img{i:06d}.jpg"
                 p.write_bytes(i.to_bytes(8, "little"))
                 paths.append(str(p))
-        proj_path = work / "bench.faceqc"
-        base = JsonBaseline(work / "baseline.json")
-        t_store = t_json = 0.0
-        with Project.create(proj_path) as p:
-            p.add_folder(src)
-            for start in range(0, n, BATCH):
-                batch = generate(paths[start:start + BATCH], rng)
-                t_store += timed(lambda: p.store_results(batch))[0]
-
-                def json_insert():
-                    base.state["images"].extend(_record(r) for r in batch)
-                    base.save()
-                t_json += timed(json_insert)[0]
-                print(f"\rinsert {start + len(batch)}/{n}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-        res["store"]["insert"], res["json"]["insert"] = t_store, t_json
-
-        def reopen():
-            proj = Project.open(proj_path)
-            return proj, proj.snapshot()
-        res["store"]["reopen"], (p, snap) = timed(reopen)
-
-        def json_reopen():
-            base.load()
-            return base.arrays()
-        res["json"]["reopen"] = timed(json_reopen)[0]
-
-        def threshold():
-            p.set_threshold(21.5)
-            return snap.decide(21.5)
-        res["store"]["threshold"] = timed(threshold)[0]
-        res["store"]["re-decide only"] = timed(lambda: snap.decide(21.7))[0]
-
-        def json_threshold():
-            base.state["threshold"] = 21.5
-            base.state["history"].append(["threshold", 20.0, 21.5])
-            base.save()
-            return base.accepted()
-        res["json"]["threshold"] = timed(json_threshold)[0]
-
-        one = int(snap.ids[n // 2])
-        res["store"]["override 1"] = timed(lambda: p.set_override([one], "accept"))[0]
-
-        def json_one():
-            base.state["overrides"][paths[n // 2]] = 1
-            base.save()
-        res["json"]["override 1"] = timed(json_one)[0]
-        many = snap.ids[: min(10_000, n)]
-        res["store"]["override 10k"] = timed(lambda: p.set_override(many, "reject"))[0]
-
-        def json_many():
-            for path in paths[: len(many)]:
-                base.state["overrides"][path] = -1
-            base.save()
-        res["json"]["override 10k"] = timed(json_many)[0]
-        res["store"]["undo 10k"] = timed(p.undo)[0]
-
-        def json_undo():
-            for path in paths[: len(many)]:
-                base.state["overrides"].pop(path, None)
-            base.state["overrides"][paths[n // 2]] = 1
-            base.save()
-        res["json"]["undo 10k"] = timed(json_undo)[0]
-
-        flt = Filter(status={"accepted"}, celeba={"Smiling": (0.5, 1.0)}, fairface={"gender": "Female"})
-        res["store"]["query"], hits = timed(lambda: p.query(flt, sort="score"))
-
-        def json_query():
-            acc = set(base.accepted())
-            out = []
-            for i, im in enumerate(base.state["images"]):
-                if i not in acc or not im["faces"]:
-                    continue
-                f = max(im["faces"], key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
-                if f["celeba"]["Smiling"] >= 0.5 and f["fairface"]["gender_top"] == "Female":
-                    out.append((f["norm"], i))
-            return [i for _, i in sorted(out, reverse=True)]
-        res["json"]["query"], json_hits = timed(json_query)
-        res["store"]["snapshot"] = timed(p.snapshot)[0]
-
-        def do_export():
-            return export_project(p, work / "export", mode="symlink")
-        res["store"]["export"], summary = timed(do_export)
-
-        def json_export():
-            out = work / "export_json"
-            (out / "images").mkdir(parents=True)
-            acc = base.accepted()
-            with open(out / "manifest.csv", "w", newline="") as f:
-                w = csv.writer(f)
-                for i in acc:
-                    im = base.state["images"][i]
-                    w.writerow([im["path"], json.dumps(im["faces"])])
-                    os.symlink(im["path"], out / "images" / f"{i}.jpg")
-            return len(acc)
-        res["json"]["export"], n_json_export = timed(json_export)
-        p.close()
-        sizes = {"store_mb": os.path.getsize(proj_path) / 1e6, "json_mb": os.path.getsize(base.path) / 1e6}
+        # Separate phases: the baseline's millions of Python objects would slow the store's phase (GC) otherwise.
+        store_res, store_info = bench_store(paths, src, work)
+        json_res, json_info = ({}, {}) if args.no_baseline else bench_json(paths, work)
     finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{n} images ({summary.exported} exported, query hits {len(hits)}; baseline hits {len(json_hits)}), "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"project file {sizes['store_mb']:.0f} MB (with float16 embeddings); baseline JSON {sizes['json_mb']:.0f} MB "
-          "(without embeddings)\n")
+    if json_info:
+        assert json_info["query_hits"] == store_info["query_hits"], "the two implementations disagree"
+        assert json_info["exported"] == store_info["exported"], "the two implementations disagree"
+    print(f"\n{n} images, {store_info['exported']} accepted and exported, {store_info['query_hits']} query hits; "
+          f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"project file {store_info['store_mb']:.0f} MB (with float16 embeddings)"
+          + (f"; baseline JSON {json_info['json_mb']:.0f} MB (without embeddings)" if json_info else "") + "\n")
     print(f"{'operation':<16}{'store (s)':>12}{'JSON baseline (s)':>20}{'ratio':>10}")
-    for k in res["store"]:
-        s, j = res["store"][k], res["json"].get(k)
-        print(f"{k:<16}{s:>12.3f}" + (f"{j:>20.3f}{j / s:>9.0f}x" if j is not None else f"{'':>20}{'':>10}"))
+    for k, s in store_res.items():
+        j = json_res.get(k)
+        print(f"{k:<16}{s:>12.3f}" + (f"{j:>20.3f}{j / s:>9.1f}x" if j is not None else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps({"images": n, "results": res, "sizes": sizes}, indent=1))
+        Path(args.json).write_text(json.dumps({"images": n, "store": store_res, "json": json_res,
+                                               "store_info": store_info, "json_info": json_info}, indent=1))
     return 0
 
 

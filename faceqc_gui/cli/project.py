@@ -233,12 +233,19 @@ def run_list(args: argparse.Namespace) -> int:
         snap = project.snapshot()
         rows = sort_rows(snap, np.flatnonzero(filter_mask(snap, flt)), args.sort, not args.ascending)
         accepted, reason = snap.decide()
-    for r in rows:
-        if args.details:
-            s = "" if np.isnan(snap.score[r]) else f"{snap.score[r]:.3f}"
-            print(f"{'accepted' if accepted[r] else 'rejected'}\t{REASON_TEXT[int(reason[r])]}\t{s}\t{snap.paths[r]}")
-        else:
-            print(snap.paths[r])
+    try:
+        for r in rows:
+            if args.details:
+                s = "" if np.isnan(snap.score[r]) else f"{snap.score[r]:.3f}"
+                print(f"{'accepted' if accepted[r] else 'rejected'}\t{REASON_TEXT[int(reason[r])]}\t{s}\t"
+                      f"{snap.paths[r]}")
+            else:
+                print(snap.paths[r])
+        sys.stdout.flush()
+    except BrokenPipeError:  # `faceqc project list P | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
