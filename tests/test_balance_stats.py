@@ -132,6 +132,28 @@ def test_tables_match_a_per_image_loop(mode):
     assert set(st.marginals) == {"race7", "race4", "gender", "age"}
 
 
+@pytest.mark.parametrize("mode", ["top", "expected"])
+@pytest.mark.parametrize("by", [("race7",), ("race4", "gender"), ("race7", "gender", "age")])
+def test_a_reused_counter_gives_what_a_fresh_count_gives_for_every_accepted_set(mode, by):
+    # The Demographics panel keeps one GroupCounter while the threshold moves: its numbers must stay exact.
+    from faceqc_gui.engine.balance_stats import GroupCounter
+
+    rng = np.random.default_rng(11)
+    n = 300
+    probs = random_probs(rng, n)
+    population = rng.random(n) < 0.9
+    counter = GroupCounter(probs, by=by, mode=mode, min_conf=0.4, population=population)
+    for frac in (0.0, 0.3, 0.7, 1.0):
+        accepted = rng.random(n) < frac
+        fresh = group_stats(probs, accepted, by=by, mode=mode, min_conf=0.4, population=population)
+        got = counter.stats(accepted)
+        for (name, t), (_, f) in zip(got.tables(), fresh.tables()):
+            assert t.groups == f.groups, name
+            np.testing.assert_allclose(t.all, f.all, atol=1e-9)
+            np.testing.assert_allclose(t.accepted, f.accepted, atol=1e-9)
+        assert got.n_accepted == int((accepted & population).sum())
+
+
 def test_group_mask_selects_exactly_the_counted_images():
     rng = np.random.default_rng(9)
     probs = random_probs(rng, 300)

@@ -200,6 +200,29 @@ def test_small_images_give_exactly_what_facer_gives(found, retinaface_weights, t
         np.testing.assert_allclose([d.score for d in ours], ref["scores"].numpy()[order], atol=1e-6)
 
 
+@pytest.mark.parametrize("size", [(640, 640), (457, 640), (640, 427), (1482, 2048), (1, 1), (33, 17)])
+def test_cached_anchors_equal_facers_element_for_element(size):
+    rf = detect_mod._retinaface_module()
+    ref = rf.PriorBox(rf.cfg_mnet, image_size=size).generate_anchors(device="cpu")
+    ours = detect_mod._priors_cpu(*size)
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
+    assert torch.equal(ours, ref)
+
+
+def test_batch_detect_equals_facers_on_a_two_image_batch_at_pass_b_size(detector, testdata):
+    # The large pass runs facer's post-processing on our cached anchors: same rects, points, scores and image ids.
+    rf = detect_mod._retinaface_module()
+    rgb = load_rgb(testdata / "faces/real" / "skimage_astronaut.png")
+    big = detect_mod._resize(np.ascontiguousarray(np.pad(rgb, ((0, 300), (0, 500), (0, 0)))), 1200)
+    x = torch.from_numpy(np.stack([big, big[:, ::-1].copy()])).permute(0, 3, 1, 2).float()
+    with torch.inference_mode():
+        ref = rf.batch_detect(detector.net, x.clone(), threshold=0.8)
+        ours = detect_mod.batch_detect(detector.net, x, threshold=0.8)
+    assert ours["rects"].shape[0] == ref["rects"].shape[0] >= 2
+    for key in ("rects", "points", "scores", "image_ids"):
+        assert torch.equal(ours[key].float(), ref[key].float()), key
+
+
 def test_detect_batch_equals_detect_and_keeps_order(detector, found, testdata):
     names = ["sfhq_pt2_00003124.jpg", "skimage_astronaut.png", "sfhq_pt2_00001593.jpg", "sfhq_pt1_00000161.jpg",
              "skimage_coffee.png"]

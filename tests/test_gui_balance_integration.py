@@ -69,3 +69,60 @@ def test_balance_dialog_applies_one_undoable_step(qtbot, tmp_path, monkeypatch):
     s.undo()
     np.testing.assert_array_equal(s.snapshot.override, before)
     assert balance_dialog.BalanceDialog is not FakeDialog  # the real dialog class stays importable
+
+
+def _top_or_bucket(probs: np.ndarray, labels, min_conf: float) -> list[str]:
+    """Each image's bucket computed by hand: its top label, 'uncertain' below min_conf, 'unknown' without numbers."""
+    out = []
+    for p in probs:
+        if np.isnan(p).any():
+            out.append("unknown")
+        elif p.max() < min_conf:
+            out.append("uncertain")
+        else:
+            out.append(labels[int(p.argmax())])
+    return out
+
+
+@pytest.mark.parametrize("bucket", ["uncertain", "unknown", "top"])
+def test_clicks_on_every_bucket_filter_the_grid_to_exactly_those_images(qtbot, tmp_path, bucket):
+    from faceqc_gui.engine.labels import GENDER, RACE7
+
+    win = make_window(qtbot, tmp_path)
+    s = win.session
+    win.act_demographics.trigger()
+    win.demographics.set_min_conf(0.6)
+    race = _top_or_bucket(s.snapshot.race7, RACE7, 0.6)
+    gender = _top_or_bucket(s.snapshot.gender, GENDER, 0.6)
+    if bucket == "top":
+        label = next(x for x in race if x not in ("uncertain", "unknown"))
+    else:
+        label = bucket
+    assert label in race, "the fixture project must hold images in this bucket"
+    win.demographics.groupFilterRequested.emit({"race7": label})
+    expect = {s.snapshot.paths[i] for i, r in enumerate(race) if r == label}
+    shown = {s.snapshot.paths[r] for r in s.order}
+    assert shown == expect
+    assert win.filters.ff_boxes["race7"].currentData() == label and win.filters.ff_conf.value() == 60
+    assert f"{len(expect)} images" in win.status.currentMessage()
+
+    # a race x gender cell: both conditions, the same confidence
+    g = gender[next(i for i, r in enumerate(race) if r == label)]
+    win.demographics.groupFilterRequested.emit({"race7": label, "gender": g})
+    assert {s.snapshot.paths[r] for r in s.order} == {
+        s.snapshot.paths[i] for i in range(len(race)) if race[i] == label and gender[i] == g}
+
+    # the All/All corner clears it; the view (with its confidence) survives a save and reload of the state
+    win.demographics.groupFilterRequested.emit({})
+    assert s.visible_count() == 60 and not s.view.fairface
+
+
+def test_group_filter_state_round_trips():
+    from faceqc_gui.gui.state import ViewState
+
+    v = ViewState(fairface={"race7": "uncertain", "gender": "Female"}, fairface_min_conf=0.6)
+    back = ViewState.from_dict(v.to_dict())
+    assert back.fairface == v.fairface and back.fairface_min_conf == 0.6
+    assert back.to_filter().fairface_min_conf == 0.6
+    bad = ViewState.from_dict({"fairface": {"race7": "Martian"}, "fairface_min_conf": "x"})
+    assert bad.fairface == {} and bad.fairface_min_conf == 0.0

@@ -3,6 +3,8 @@ selection and colours."""
 
 from __future__ import annotations
 
+import os
+
 import threading
 
 import numpy as np
@@ -39,6 +41,28 @@ def test_disk_cache_makes_reuses_and_invalidates(tmp_path, qapp, monkeypatch):
     q2 = cache.load(str(src))
     assert (q2.width(), q2.height()) == (64, 128)
     assert QColor(q2.pixel(30, 60)).blue() > 150
+
+
+def test_disk_cache_prune_keeps_it_under_its_cap_dropping_the_least_recently_used(tmp_path, qapp):
+    srcs = []
+    for i in range(6):
+        p = tmp_path / f"img{i}.png"
+        Image.effect_noise((300, 300), 60 + i).convert("RGB").save(p)  # noise: thumbnails of similar, real size
+        srcs.append(str(p))
+    cache = ThumbnailDiskCache(tmp_path / "cache", side=128)
+    for p in srcs:
+        assert cache.load(p) is not None
+    paths = [cache.cache_path(p) for p in srcs]
+    sizes = [cp.stat().st_size for cp in paths]
+    for k, cp in enumerate(paths):  # img0 used longest ago ... img5 most recently
+        os.utime(cp, (1_000_000 + k, 1_000_000 + k))
+    assert cache.load(srcs[0]) is not None  # a hit refreshes img0: now the most recently used
+    cap = sum(sizes) - sizes[1] - sizes[2] + 1  # room for all but two
+    removed, left = cache.prune(cap)
+    assert removed == 2 and left <= cap
+    assert [cp.is_file() for cp in paths] == [True, False, False, True, True, True]
+    assert cache.prune(cap) == (0, left)  # under the cap: nothing more goes
+    assert cache.load(srcs[1]) is not None and paths[1].is_file()  # a pruned thumbnail is simply made again
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -162,3 +186,33 @@ def test_tile_strip_shows_the_quality_colour(grid):
     got = QColor(img.pixel(rect.left() + MARGIN + 8, strip_y))
     assert abs(got.red() - want.red()) + abs(got.green() - want.green()) + abs(got.blue() - want.blue()) < 12
     assert QRect(rect).contains(rect.center())
+
+
+def _mouse(v, kind, point, buttons):
+    from PySide6.QtCore import QEvent, QPointF
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    types = {"press": QEvent.Type.MouseButtonPress, "move": QEvent.Type.MouseMove,
+             "release": QEvent.Type.MouseButtonRelease}
+    local = QPointF(point)
+    ev = QMouseEvent(types[kind], local, v.viewport().mapToGlobal(local), Qt.MouseButton.LeftButton if kind != "move"
+                     else Qt.MouseButton.NoButton, buttons, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(v.viewport(), ev)
+
+
+def test_rubber_band_drag_selects_the_block_of_tiles_it_covers(grid, qtbot):
+    # A drag with the mouse (real press / move / release events) from tile (row 0, col 1) to tile (row 2, col 3)
+    # selects that 3 x 3 block, and nothing else: what a user drawing a rectangle over the grid expects.
+    s, m, v = grid
+    cols = v.columns()
+    assert cols >= 4
+    start = v.visualRect(m.index(1, 0)).center()
+    end = v.visualRect(m.index(2 * cols + 3, 0)).center()
+    _mouse(v, "press", start, Qt.MouseButton.LeftButton)
+    mid = (start + end) / 2
+    _mouse(v, "move", mid, Qt.MouseButton.LeftButton)
+    _mouse(v, "move", end, Qt.MouseButton.LeftButton)
+    _mouse(v, "release", end, Qt.MouseButton.NoButton)
+    rows = sorted(i.row() for i in v.selectionModel().selectedIndexes())
+    assert rows == sorted(r * cols + c for r in range(3) for c in range(1, 4))

@@ -145,3 +145,19 @@ def test_closing_the_generator_stops_the_producer(setup):
     next(gen)
     gen.close()
     assert not [t for t in threading.enumerate() if t.name == "faceqc-prepare" and t.is_alive()]
+
+
+def test_leave_cores_for_ui_caps_torch_threads_and_never_raises_them(monkeypatch):
+    from faceqc_gui.engine import device as device_mod
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        monkeypatch.setattr(device_mod.os, "cpu_count", lambda: 2)
+        assert device_mod.leave_cores_for_ui() == 1 == torch.get_num_threads()
+        monkeypatch.setattr(device_mod.os, "cpu_count", lambda: 1)
+        assert device_mod.leave_cores_for_ui() == 1  # a single core: still one thread, not zero
+        monkeypatch.setattr(device_mod.os, "cpu_count", lambda: 64)
+        assert device_mod.leave_cores_for_ui() == 1  # never raises a count someone lowered on purpose
+    finally:
+        torch.set_num_threads(before)

@@ -163,7 +163,10 @@ class Filter:
     score_min: float | None = None
     score_max: float | None = None
     celeba: dict[str, tuple[float, float]] | None = None  # attribute -> (min p, max p) on the primary face
-    fairface: dict[str, str] | None = None  # head ("race7","race4","gender","age") -> required top label
+    # head ("race7","race4","gender","age") -> required top label, or "uncertain" (top probability below
+    # fairface_min_conf) or "unknown" (no FairFace numbers): the buckets the Demographics panel counts.
+    fairface: dict[str, str] | None = None
+    fairface_min_conf: float = 0.0
     path_contains: str | None = None  # case-insensitive substring
 
 
@@ -187,14 +190,18 @@ def _head_probs(snap: Snapshot, head: str) -> np.ndarray:
     return getattr(snap, head)
 
 
-def top_label_mask(snap: Snapshot, head: str, label: str) -> np.ndarray:
+def top_label_mask(snap: Snapshot, head: str, label: str, min_conf: float = 0.0) -> np.ndarray:
+    """Images whose top ``head`` label is ``label``, counted exactly as the Demographics panel counts (balance_stats):
+    a top probability below ``min_conf`` makes the image "uncertain", missing numbers make it "unknown"."""
+    from .balance_stats import head_labels, top_codes  # balance_stats is numpy-only; imported late to stay light
+
     probs = _head_probs(snap, head)
-    labels = FAIRFACE_HEADS[head]
+    labels = head_labels(head)
     if label not in labels:
         raise FaceQCError(f"unknown {head} label {label!r}: choose from {', '.join(labels)}.")
-    valid = ~np.isnan(probs).any(axis=1) if len(probs) else np.zeros(0, bool)
-    top = np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1) if len(probs) else np.zeros(0, np.int64)
-    return valid & (top == labels.index(label))
+    if not len(probs):
+        return np.zeros(0, bool)
+    return top_codes(probs, float(min_conf)) == labels.index(label)
 
 
 def filter_mask(snap: Snapshot, flt: Filter | None, threshold: float | None = None) -> np.ndarray:
@@ -223,7 +230,7 @@ def filter_mask(snap: Snapshot, flt: Filter | None, threshold: float | None = No
             p = snap.celeba[:, CELEBA_ATTRIBUTES.index(attr)]
             mask &= (p >= float(lo)) & (p <= float(hi))
     for head, label in (flt.fairface or {}).items():
-        mask &= top_label_mask(snap, head, label)
+        mask &= top_label_mask(snap, head, label, flt.fairface_min_conf)
     if flt.path_contains:
         needle = flt.path_contains.casefold()
         mask &= np.fromiter((needle in p for p in snap.lower_paths()), bool, count=n)

@@ -1,6 +1,7 @@
 """Face detection: facer's RetinaFace MobileNet-0.25, loaded strictly from a local file, run at two scales.
 
-The network and its post-processing are facer's own (`RetinaFace` with `cfg_mnet`, `batch_detect`): the input is fed
+The network and its post-processing are facer's own (`RetinaFace` with `cfg_mnet`, `post_process`, driven as facer's
+`batch_detect` drives them, with anchors computed once per size instead of per call): the input is fed
 as RGB minus the BGR means (104, 117, 123), exactly as facer does it (the FaRL models downstream were used with that),
 confidence > 0.8, NMS 0.4 with the +1 area convention. Three things differ in how it is driven:
 
@@ -41,12 +42,15 @@ confidence > 0.8, NMS 0.4 with the +1 area convention. Three things differ in ho
    Boxes and landmarks are mapped back to original pixels by the exact resize factor of each axis; callers align
    from the original image.
 
-Cost on CPU (one torch thread, on a busy 2-core dev box, best of 5): about 0.24 s for a 1024x1024 image (pass A +
-pass B at full size), 0.74 s for the 3000x2171 Solvay photo, 0.03 s for an image <= 640 px (one pass).
+Cost on CPU: decode + detection of a 1024x1024 synthetic face (pass A only) is ~67 ms on the 2-core dev box
+(bench/engine.py, line e); a 3000x2171 group photo needs both passes. Before the cached anchors (batch_detect below)
+facer's per-call anchor list made it 3-4x slower.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from pathlib import Path
 
@@ -78,6 +82,56 @@ INCOMPATIBLE_SHA256 = {
 
 def _retinaface_module():
     return import_preserving_qt_env("facer.face_detection.retinaface")
+
+
+@functools.lru_cache(maxsize=16)
+def _priors_cpu(height: int, width: int) -> torch.Tensor:
+    """RetinaFace's anchors for an input of height x width, equal element for element to facer's
+    `PriorBox(cfg_mnet, (height, width)).generate_anchors()` (tests/test_detect.py checks it).
+
+    facer builds them as a Python list (~67k floats for 640x640, ~500k for 2048x1482) on every call and converts
+    it with one `torch.tensor(list)`, which holds the GIL for the whole conversion: the desktop app's UI thread froze
+    for 60-100 ms per image while the worker detected (bench/gui.py --watchdog). Here: numpy, once per input size.
+    Same arithmetic: float64 values rounded once to float32.
+    """
+    cfg = _retinaface_module().cfg_mnet
+    parts = []
+    for step, min_sizes in zip(cfg["steps"], cfg["min_sizes"]):
+        fh, fw = math.ceil(height / step), math.ceil(width / step)
+        cy, cx = np.meshgrid((np.arange(fh) + 0.5) * step / height, (np.arange(fw) + 0.5) * step / width,
+                             indexing="ij")
+        for_sizes = [np.stack([cx, cy, np.full_like(cx, m / width), np.full_like(cy, m / height)], axis=-1)
+                     for m in min_sizes]
+        parts.append(np.stack(for_sizes, axis=2).reshape(-1, 4))  # order: row, column, anchor size
+    out = torch.from_numpy(np.concatenate(parts).astype(np.float32))
+    if cfg["clip"]:
+        out.clamp_(max=1, min=0)
+    return out
+
+
+def batch_detect(net: torch.nn.Module, images: torch.Tensor, threshold: float) -> dict[str, torch.Tensor]:
+    """facer's `batch_detect` (same means, thresholds, top-k, NMS and output), with cached anchors (_priors_cpu)."""
+    rf = _retinaface_module()
+    cfg = rf.cfg_mnet
+    img = images.float() - torch.tensor([104, 117, 123], dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    _, _, h, w = img.shape
+    scale = torch.tensor([w, h, w, h], dtype=img.dtype, device=img.device)
+    scale1 = torch.tensor([w, h] * 5, dtype=img.dtype, device=img.device)
+    loc, conf, landms = net(img)
+    priors = _priors_cpu(int(h), int(w)).to(img.device)
+    rects, points, scores, image_ids = [], [], [], []
+    for image_id, (loc_i, conf_i, landms_i) in enumerate(zip(loc, conf, landms)):
+        for rect, landmarks, score in rf.post_process(loc_i, conf_i, landms_i, priors, cfg, scale, scale1, 1,
+                                                      threshold, 5000, 0.4, 750):
+            rects.append(rect)
+            points.append(landmarks)
+            scores.append(score)
+            image_ids.append(image_id)
+    if not rects:
+        empty = torch.empty(0, device=img.device)
+        return {"rects": empty, "points": empty, "scores": empty, "image_ids": empty}
+    return {"rects": torch.stack(rects), "points": torch.stack(points),
+            "scores": torch.tensor(scores, device=img.device), "image_ids": torch.tensor(image_ids, device=img.device)}
 
 
 def _load_facer_net(weights_path: Path) -> torch.nn.Module:
@@ -223,7 +277,7 @@ class FaceDetector:
                 f"(`faceqc models download detector`)."
             )
         self.net = net.to(self.device)
-        self._batch_detect = _retinaface_module().batch_detect
+        self._batch_detect = batch_detect
 
     def _pass(self, images: list[np.ndarray], long_side: int) -> list[list[Detection]]:
         """facer's batch_detect on same-size images shrunk to `long_side`; detections in original pixels."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import FaceQCError
@@ -34,3 +36,18 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "GPU: Apple MPS"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def leave_cores_for_ui(reserve: int = 1) -> int:
+    """Cap torch's CPU threads at (cores - reserve), at least 1, and return the cap.
+
+    For the desktop app only: torch's intra-op pool otherwise occupies every core, and on a small machine the UI
+    thread then waits for a time slice whenever it needs one (bench/gui.py measured 75-107 ms stalls on 2 cores with
+    all threads, against a 50 ms goal). Call it from the thread that runs the models, before their first forward:
+    torch applies the count per thread when a thread first runs parallel work. The CLI does not call it.
+    """
+    cores = os.cpu_count() or 1
+    n = max(1, cores - reserve)
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()

@@ -41,7 +41,8 @@ class ViewState:
     score_min: float | None = None  # MagFace norm units, whatever the displayed scale
     score_max: float | None = None
     celeba: dict[str, tuple[float, float]] = field(default_factory=dict)
-    fairface: dict[str, str] = field(default_factory=dict)
+    fairface: dict[str, str] = field(default_factory=dict)  # head -> top label, "uncertain" or "unknown"
+    fairface_min_conf: float = 0.0  # below this top probability a prediction is "uncertain" (as in Demographics)
     path_contains: str = ""
     sort: str = "score"
     descending: bool = True
@@ -67,6 +68,7 @@ class ViewState:
             score_max=self.score_max,
             celeba=dict(self.celeba) or None,
             fairface=dict(self.fairface) or None,
+            fairface_min_conf=self.fairface_min_conf,
             path_contains=self.path_contains or None,
         )
 
@@ -79,6 +81,7 @@ class ViewState:
         self.score_min = self.score_max = None
         self.celeba = {}
         self.fairface = {}
+        self.fairface_min_conf = 0.0
         self.path_contains = ""
 
     # ---- persistence ---------------------------------------------------------------------------------------------
@@ -90,6 +93,7 @@ class ViewState:
             "score_max": self.score_max,
             "celeba": {k: [lo, hi] for k, (lo, hi) in self.celeba.items()},
             "fairface": dict(self.fairface),
+            "fairface_min_conf": self.fairface_min_conf,
             "path_contains": self.path_contains,
             "sort": self.sort,
             "descending": self.descending,
@@ -118,7 +122,10 @@ class ViewState:
                         v.celeba[name] = (min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0))
         if isinstance(d.get("fairface"), dict):
             v.fairface = {h: lab for h, lab in d["fairface"].items()
-                          if h in FAIRFACE_HEADS and lab in FAIRFACE_HEADS[h]}
+                          if h in FAIRFACE_HEADS and lab in FAIRFACE_HEADS[h] + ("uncertain", "unknown")}
+        mc = _finite_or_none(d.get("fairface_min_conf"))
+        if mc is not None:
+            v.fairface_min_conf = min(max(mc, 0.0), 1.0)
         if isinstance(d.get("path_contains"), str):
             v.path_contains = d["path_contains"]
         if d.get("sort") in _SORT_KEYS:

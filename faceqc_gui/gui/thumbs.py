@@ -71,10 +71,55 @@ def make_thumbnail(path: str, max_side: int = THUMB_SIDE) -> Image.Image:
     return im
 
 
+DISK_CACHE_MAX_BYTES = 2 * 1024 ** 3  # ~130k thumbnails of ~15 kB: a 100k-image project stays fully cached
+
+
 class ThumbnailDiskCache:
-    def __init__(self, root: str | os.PathLike | None = None, side: int = THUMB_SIDE):
+    def __init__(self, root: str | os.PathLike | None = None, side: int = THUMB_SIDE,
+                 max_bytes: int = DISK_CACHE_MAX_BYTES):
         self.root = Path(root) if root else default_cache_dir()
         self.side = side
+        self.max_bytes = int(max_bytes)
+
+    def prune(self, max_bytes: int | None = None) -> tuple[int, int]:
+        """Deletes the least recently used thumbnails until the cache holds at most ``max_bytes``; returns (files
+        removed, bytes left). "Used" is the file's access time, refreshed on every cache hit (``load``), so it works
+        on relatime/noatime mounts too. Safe while the app runs: a thumbnail removed here is simply made again."""
+        cap = self.max_bytes if max_bytes is None else int(max_bytes)
+        entries = []
+        total = 0
+        try:
+            subdirs = [d for d in self.root.iterdir() if d.is_dir() and not d.is_symlink()]
+        except OSError:
+            return 0, 0
+        for d in subdirs:
+            try:
+                with os.scandir(d) as it:
+                    for e in it:
+                        if e.name.endswith((".jpg", ".tmp")) and e.is_file(follow_symlinks=False):
+                            st = e.stat(follow_symlinks=False)
+                            entries.append((st.st_atime, st.st_size, e.path))
+                            total += st.st_size
+            except OSError:
+                continue
+        removed = 0
+        if total > cap:
+            for _, size, path in sorted(entries):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    continue
+                removed += 1
+                total -= size
+                if total <= cap:
+                    break
+        return removed, total
+
+    def prune_in_background(self) -> threading.Thread:
+        """``prune()`` in a daemon thread (a large cache takes a while to list; the UI must not wait for it)."""
+        t = threading.Thread(target=self.prune, name="faceqc-thumb-prune", daemon=True)
+        t.start()
+        return t
 
     def cache_path(self, path: str) -> Path | None:
         try:
@@ -93,6 +138,10 @@ class ThumbnailDiskCache:
         if cp.is_file():
             q = QImage(str(cp))
             if not q.isNull():
+                try:
+                    os.utime(cp)  # mark as recently used for prune() (atime is not reliable on relatime mounts)
+                except OSError:
+                    pass
                 return q
         try:
             im = make_thumbnail(path, self.side)

@@ -188,6 +188,12 @@ class ScoringWorker(QObject):
             self.modelsMissing.emit(str(e))
             return None
         self.loaded = loaded
+        if getattr(getattr(loaded, "device", None), "type", None) == "cpu":
+            # One core stays free for the UI thread: on 2 cores this also scored faster (no oversubscription
+            # between the detection and model threads); see docs/BENCHMARKS.md, GUI section.
+            from ..engine.device import leave_cores_for_ui
+
+            leave_cores_for_ui()
         self.modelsReady.emit(loaded)
         try:
             from ..engine.device import describe_device

@@ -19,8 +19,9 @@ from PySide6.QtWidgets import (
 )
 
 from ..engine.balance import (
-    ACCEPTED_COLOUR, ALL_COLOUR, UNCERTAIN, UNKNOWN, group_mask, group_stats, snapshot_population, snapshot_probs,
+    ACCEPTED_COLOUR, ALL_COLOUR, UNCERTAIN, UNKNOWN, group_mask, snapshot_population, snapshot_probs,
 )
+from ..engine.balance_stats import GroupCounter
 from ..engine.errors import FaceQCError
 
 HEADS = {"race7": "Race (7)", "race4": "Race (4)", "gender": "Gender", "age": "Age"}
@@ -67,6 +68,8 @@ class DemographicsPanel(QWidget):
         self._accepted = None
         self._stats = None
         self._dirty = False
+        self._counter: GroupCounter | None = None  # per-image weights for the current data and options
+        self._counter_key = None
         self._rows: list[str] = []      # bar chart labels, top to bottom
         self._cross_rows: list[str] = []
         self._cross_cols: list[str] = []
@@ -229,6 +232,10 @@ class DemographicsPanel(QWidget):
     def set_data(self, snapshot, accepted) -> None:
         """New data: a store ``Snapshot`` (new, or edited in place by streamed results) and its accepted mask
         (``snapshot.decide(threshold)[0]``); None clears. Always recounts."""
+        self._counter = None  # the images (or their numbers) changed: per-image weights are recomputed
+        self._set(snapshot, accepted)
+
+    def _set(self, snapshot, accepted) -> None:
         self._snapshot = snapshot
         self._accepted = None if accepted is None else np.array(accepted, dtype=bool, copy=True)
         self._dirty = True
@@ -242,7 +249,7 @@ class DemographicsPanel(QWidget):
         if acc is not None and self._accepted is not None and acc.shape == self._accepted.shape \
                 and np.array_equal(acc, self._accepted):
             return
-        self.set_data(self._snapshot, acc)
+        self._set(self._snapshot, acc)  # keeps the GroupCounter: only the accepted counts are redone (1.5 ms at 100k)
 
     def clear(self) -> None:
         self.set_data(None, None)
@@ -297,12 +304,16 @@ class DemographicsPanel(QWidget):
             self._show_message(f"No FairFace {', '.join(sorted(missing))} numbers in this project; score the images "
                                f"with the FairFace model to see demographics.")
             return
-        # Only the heads on screen: each extra head costs a full pass over the images.
-        probs = {h: getattr(snap, h) for h in heads}
         try:
             accepted = acc if acc is not None else np.zeros(len(snap.ids), bool)
-            self._stats = group_stats(probs, accepted, by=self.cross, mode=self.mode, min_conf=self.min_conf,
-                                      population=snapshot_population(snap))
+            key = (id(snap), len(snap.ids), self.cross, self.head, self.mode, self.min_conf)
+            if self._counter is None or self._counter_key != key:
+                # Only the heads on screen: each extra head costs a full pass over the images.
+                probs = {h: getattr(snap, h) for h in heads}
+                self._counter = GroupCounter(probs, by=self.cross, mode=self.mode, min_conf=self.min_conf,
+                                             population=snapshot_population(snap))
+                self._counter_key = key
+            self._stats = self._counter.stats(accepted)
         except (FaceQCError, ValueError, TypeError, AttributeError) as e:
             self._show_message(f"Cannot compute the demographics: {e}")
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, \
-    QHBoxLayout, QLabel, QLineEdit, QPushButton, QToolButton, QVBoxLayout, QWidget
+    QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget
 
 from ..engine.labels import CELEBA_ATTRIBUTES, FAIRFACE_HEADS
 from ..gui.state import STATUS_TEXT, STATUSES, ViewState
@@ -111,9 +111,20 @@ class FilterPanel(QWidget):
             c.addItem(ANY, None)
             for lab in labels:
                 c.addItem(lab.replace("_", " "), lab)
+            # The Demographics panel's two extra buckets, so a click on them filters the grid too.
+            c.addItem("uncertain (below the confidence)", "uncertain")
+            c.addItem("unknown (no FairFace result)", "unknown")
             c.currentIndexChanged.connect(self._changed)
             self.ff_boxes[head] = c
             ffl.addRow(HEAD_TEXT[head], c)
+        self.ff_conf = QSpinBox()
+        self.ff_conf.setRange(0, 100)
+        self.ff_conf.setSingleStep(5)
+        self.ff_conf.setSuffix(" %")
+        self.ff_conf.setToolTip("A label counts only when its probability is at least this; below it the image is "
+                                "'uncertain' (the Demographics panel's setting is copied here on a click there).")
+        self.ff_conf.valueChanged.connect(self._changed)
+        ffl.addRow("Min. confidence", self.ff_conf)
         lay.addWidget(ff)
 
         cel = QGroupBox("CelebA attributes (probability)")
@@ -143,6 +154,7 @@ class FilterPanel(QWidget):
             for head, c in self.ff_boxes.items():
                 i = c.findData(view.fairface.get(head))
                 c.setCurrentIndex(max(0, i))
+            self.ff_conf.setValue(round(view.fairface_min_conf * 100))
             for row in list(self.cel_rows):
                 self._remove_row(row, emit=False)
             for attr, (lo, hi) in view.celeba.items():
@@ -189,6 +201,7 @@ class FilterPanel(QWidget):
         v.score_max = _spin_value(self.score_max)
         v.path_contains = self.path.text().strip()
         v.fairface = {h: c.currentData() for h, c in self.ff_boxes.items() if c.currentData()}
+        v.fairface_min_conf = self.ff_conf.value() / 100.0
         v.celeba = dict(row.value() for row in self.cel_rows)
         self.filterChanged.emit()
 

@@ -85,6 +85,7 @@ class MainWindow(QMainWindow):
         self.session = ProjectSession(parent=self)
         self.controller = ScoringController(self, models_dir=models_dir, device=device)
         self.loader = ImageLoader(ThumbnailDiskCache(thumb_cache_dir), workers=2, parent=self)
+        self.loader.disk.prune_in_background()  # keeps the on-disk cache under its cap (thumbs.DISK_CACHE_MAX_BYTES)
         self._pending_paths: list[str] = []
         self._selected_ids = np.zeros(0, np.int64)
         self._current_id: int | None = None
@@ -944,14 +945,20 @@ class MainWindow(QMainWindow):
         self.demographics.set_data(s.snapshot if s.is_open else None, s.accepted if s.is_open else None)
 
     def _on_group_filter(self, group: dict) -> None:
-        """A bar or cell was clicked: show that group in the grid (top FairFace labels; the panel's 'uncertain' and
-        'unknown' buckets have no grid filter yet, so they clear the group filter instead)."""
-        wanted = {h: v for h, v in group.items() if v not in ("uncertain", "unknown")}
-        self.session.view.fairface = dict(wanted)
-        self.filters.load(self.session.view)  # the Filters dock shows the group that is now applied
+        """A bar or cell was clicked: show exactly the images the panel counted there (top FairFace labels under the
+        panel's minimum confidence, its 'uncertain' and 'unknown' buckets included). In expected-value mode the bars
+        are sums of probabilities; the grid then shows the images whose top label is that group."""
+        view = self.session.view
+        view.fairface = dict(group)
+        view.fairface_min_conf = self.demographics.min_conf if group else 0.0
+        self.filters.load(view)  # the Filters dock shows the group that is now applied
         self.session.refilter(force=True)
-        self.status.showMessage("Showing " + (", ".join(f"{h} = {v}" for h, v in wanted.items()) or "all groups"),
-                                5000)
+        if group:
+            conf = f" (confidence ≥ {view.fairface_min_conf:.0%})" if view.fairface_min_conf > 0 else ""
+            text = ", ".join(f"{h} = {v.replace('_', ' ')}" for h, v in group.items()) + conf
+        else:
+            text = "all groups"
+        self.status.showMessage(f"Showing {text}: {self.session.visible_count():,} images", 5000)
 
     def open_balance_dialog(self) -> None:
         s = self.session
