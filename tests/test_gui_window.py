@@ -461,3 +461,15 @@ def test_read_only_when_another_process_holds_the_project(qtbot, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_window_with_every_dock_open_fits_a_laptop_screen(qtbot, tmp_path):
+    # Docks scroll instead of forcing their full height on the window: the filters and the Demographics panel
+    # together once needed 1109 px, taller than most laptop screens, so the window could not be fitted on screen.
+    win = new_window(qtbot, tmp_path)
+    win.act_demographics.trigger()
+    assert win.demo_dock.isVisible() and win.filter_dock.isVisible()
+    hint = win.minimumSizeHint()
+    assert hint.height() <= 700 and hint.width() <= 1366, hint
+    win.resize(1366, 700)
+    qtbot.waitUntil(lambda: win.height() <= 700)

@@ -15,7 +15,7 @@ import numpy as np
 from PySide6.QtCore import QByteArray, QItemSelectionModel, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, \
-    QSlider, QSplitter, QToolButton, QVBoxLayout, QWidget
+    QScrollArea, QSlider, QSplitter, QToolButton, QVBoxLayout, QWidget
 
 from ..engine import registry
 from ..engine.decisions import REASON_TEXT
@@ -72,6 +72,19 @@ class _DeviceProbe(QObject):
             gc.freeze()
 
         threading.Thread(target=run, name="faceqc-device", daemon=True).start()
+
+
+def _scrollable(widget: QWidget) -> QScrollArea:
+    """A dock's content in a scroll area: without it the dock's minimum height (the filters ~630 px, the
+    Demographics panel ~430 px) adds up to a window taller than a laptop screen once both are shown."""
+    area = QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    # Scroll up and down only: the dock keeps the content's own minimum width (plus room for the scroll bar).
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setMinimumWidth(widget.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width())
+    return area
 
 
 class MainWindow(QMainWindow):
@@ -178,7 +191,7 @@ class MainWindow(QMainWindow):
 
         self.filter_dock = QDockWidget("Filters", self)
         self.filter_dock.setObjectName("filters")
-        self.filter_dock.setWidget(self.filters)
+        self.filter_dock.setWidget(_scrollable(self.filters))
         self.filter_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable |
                                      QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.filter_dock)
@@ -186,7 +199,7 @@ class MainWindow(QMainWindow):
         self.demographics = DemographicsPanel()
         self.demo_dock = QDockWidget("Demographics", self)
         self.demo_dock.setObjectName("demographics")
-        self.demo_dock.setWidget(self.demographics)
+        self.demo_dock.setWidget(_scrollable(self.demographics))
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.demo_dock)
         self.demo_dock.hide()
         self._load_view_widgets()
