@@ -166,6 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models-dir", default=None)
     ap.add_argument("--ceiling-batches", type=int, default=4)
+    ap.add_argument("--fast-detection", action="store_true", help="as `faceqc score --fast-detection`")
     ap.add_argument("--baseline-images", type=int, default=40,
                     help="images for the one-by-one and seed-style loops (rates are per image, so a subset suffices)")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "engine.json"))
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     keys = pipeline.parse_model_keys(args.models)
     models_dir, kinds = prepare_models_dir(keys, args.models_dir)
     device = resolve_device(args.device)
-    loaded = pipeline.load_models(keys, models_dir=models_dir, device=device)
+    loaded = pipeline.load_models(keys, models_dir=models_dir, device=device, fast_detection=args.fast_detection)
     paths = bench_images(args.images, args.set)
     base_paths = paths[: args.baseline_images]
 
@@ -190,7 +191,8 @@ def main(argv=None) -> int:
         "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
     }
     res = {"machine": machine, "weights": kinds, "models": keys, "batch_size": args.batch_size,
-           "image_set": args.set, "pipeline": a, "ceiling": b, "one_by_one": c, "seed_style": d, "decode_detect": e,
+           "image_set": args.set, "fast_detection": args.fast_detection, "pipeline": a, "ceiling": b,
+           "one_by_one": c, "seed_style": d, "decode_detect": e,
            "ratio_pipeline_vs_ceiling": a["faces_per_s"] / b["faces_per_s"],
            "ratio_pipeline_vs_one_by_one": a["images_per_s"] / c["images_per_s"]}
     if d:

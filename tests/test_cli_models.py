@@ -113,3 +113,22 @@ def test_download_failure_exits_nonzero_with_message(capsys, tmp_path, http_serv
 def test_download_unknown_key(capsys):
     assert main(["models", "download", "resnet9000"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_download_keeps_a_custom_file_aside_and_warns_when_an_earlier_folder_wins(capsys, tmp_path, monkeypatch,
+                                                                                  http_server, served_detector):  # noqa: F811
+    # The user data dir holds custom weights under the official name: the download must not destroy them.
+    data_dir = tmp_path / "userdata"
+    data_dir.mkdir()
+    monkeypatch.setattr(registry, "user_models_dir", lambda: data_dir)
+    (data_dir / "mobilenet0.25_Final.pth").write_bytes(b"my fine-tuned detector")
+    # ... and ./models (searched before the user data dir) holds another custom file.
+    (tmp_path / "cwd" / "models").mkdir()
+    (tmp_path / "cwd" / "models" / "mobilenet0.25_Final.pth").write_bytes(b"an old experiment")
+    assert main(["models", "download", "detector"]) == 0
+    out, err = capsys.readouterr()
+    assert (data_dir / "mobilenet0.25_Final.pth").read_bytes() == served_detector
+    aside = [p for p in data_dir.iterdir() if ".replaced-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes() == b"my fine-tuned detector"
+    assert "kept as" in err
+    assert "warning" in err and "models/mobilenet0.25_Final.pth is found first" in err

@@ -70,7 +70,7 @@ def test_detection_only_run_writes_a_row_per_face_and_per_problem_image(inputs, 
 def test_csv_output_has_the_stable_columns(inputs, models_dir, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", str(inputs / "astronaut.png"), str(inputs / "coffee.png"), "-o", str(out),
-                 "--models-dir", str(models_dir), "--models", "magface", "--skip-missing"]) == 0
+                 "--models-dir", str(models_dir), "--models", "magface", "--skip-missing", "--fast-detection"]) == 0
     with open(out, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
@@ -157,7 +157,7 @@ def all_models_dir(tmp_path_factory, retinaface_weights):
     return d
 
 
-def test_one_pass_with_all_three_models_jsonl_and_csv(inputs, all_models_dir, tmp_path):
+def test_one_pass_with_all_three_models_jsonl_and_csv(inputs, all_models_dir, tmp_path, capsys):
     from faceqc_gui.engine.labels import AGE9, CELEBA_ATTRIBUTES, GENDER, RACE7
 
     out = tmp_path / "all.jsonl"
@@ -173,6 +173,14 @@ def test_one_pass_with_all_three_models_jsonl_and_csv(inputs, all_models_dir, tm
     assert ff["race4"] is None  # no 4-race file: stated as absent, not invented
     assert set(face["models"]) == {"detector", "magface", "celeba", "fairface"}
     assert all(len(v["sha256"]) == 64 for v in face["models"].values())
+    # Provenance: the real detector is official; random MagFace weights are custom (the official hash is published);
+    # the random FaRL / FairFace files are unverified (no hash published, none recorded): null, never "official".
+    m = face["models"]
+    assert m["detector"]["official"] is True and m["magface"]["official"] is False
+    assert m["celeba"]["official"] is None and m["fairface"]["official"] is None
+    err = capsys.readouterr().err
+    assert "magface_epoch_00025.pth is not the official magface file" in err
+    assert "face_attribute.farl.celeba.pt (celeba) is unverified" in err
     assert coffee["face_index"] is None and "celeba" not in coffee
 
     csv_out = tmp_path / "all.csv"
@@ -183,6 +191,8 @@ def test_one_pass_with_all_three_models_jsonl_and_csv(inputs, all_models_dir, tm
     assert row["fairface_race7_top"] == ff["race7_top"]
     assert float(row["fairface_age_20-29"]) == pytest.approx(ff["age"]["20-29"], abs=1e-5)
     assert row["model_celeba_file"] == "face_attribute.farl.celeba.pt" and len(row["model_magface_sha256"]) == 64
+    assert (row["model_detector_official"], row["model_magface_official"], row["model_celeba_official"]) == \
+        ("true", "false", "")
 
 
 def test_models_option_and_skip_missing_with_partial_weights(inputs, all_models_dir, tmp_path, capsys):
@@ -202,3 +212,57 @@ def test_models_option_and_skip_missing_with_partial_weights(inputs, all_models_
                "--models", "celeba"])
     row = read_jsonl(out)[0]
     assert rc == 0 and "celeba" in row and "fairface" not in row and row["magface_norm"] is None
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_written_exactly(inputs, models_dir, tmp_path):
+    # Legal on Linux, common from old zip archives: the run must not die on it, and the JSONL keeps the exact name.
+    import os
+
+    raw = os.path.join(os.fsencode(inputs), b"caf\xe9.png")
+    shutil.copy(inputs / "astronaut.png", os.fsdecode(raw))
+    for suffix in ("jsonl", "csv"):
+        out = tmp_path / f"o.{suffix}"
+        assert main(["score", str(inputs), "-o", str(out), "--models-dir", str(models_dir), "--models", "magface",
+                     "--skip-missing"]) == 0
+        text = out.read_text(encoding="utf-8")  # still valid UTF-8 throughout
+        assert "astronaut.png" in text and "coffee.png" in text
+        if suffix == "jsonl":
+            paths = [r["path"] for r in read_jsonl(out)]
+            odd = [p for p in paths if p.endswith(".png") and "caf" in p]
+            assert [os.fsencode(p) for p in odd] == [raw]
+            assert [r for r in read_jsonl(out) if r["path"] == odd[0]][0]["face_index"] == 0
+        else:
+            assert "caf\\udce9.png" in text  # the undecodable byte, escaped as JSON would: readable, nothing lost
+
+
+def test_a_bad_batch_size_is_refused_before_old_output_is_touched(inputs, models_dir, tmp_path, capsys):
+    out = tmp_path / "o.jsonl"
+    out.write_text("previous results\n")
+    with pytest.raises(SystemExit) as e:
+        main(["score", str(inputs), "-o", str(out), "--models-dir", str(models_dir), "--batch-size", "0"])
+    assert e.value.code == 2 and "--batch-size" in capsys.readouterr().err
+    assert out.read_text() == "previous results\n"
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_every_row_written(inputs, models_dir, tmp_path):
+    import signal
+    import time
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(150):
+        shutil.copy(inputs / "astronaut.png", many / f"a{i:03d}.png")
+    out = tmp_path / "o.jsonl"
+    exe = Path(sys.executable).with_name("faceqc")
+    proc = subprocess.Popen([str(exe), "score", str(many), "-o", str(out), "--models-dir", str(models_dir),
+                             "--models", "magface", "--skip-missing", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size == 0):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    rows = read_jsonl(out)  # every line complete and parseable
+    assert 0 < len(rows) < 150 and all(r["face_index"] == 0 for r in rows)

@@ -337,8 +337,8 @@ def test_wrong_or_corrupt_weight_files_fail_clearly(tmp_path, retinaface_weights
         FaceDetector(resaved)
 
 
-def test_portrait_like_images_skip_the_costly_large_pass(retinaface_weights, testdata, monkeypatch):
-    det = FaceDetector(retinaface_weights)
+def test_fast_mode_skips_the_costly_large_pass_on_portrait_like_images(retinaface_weights, testdata, monkeypatch):
+    det = FaceDetector(retinaface_weights, fast=True)
     passes = []
     real_pass = det._pass
     monkeypatch.setattr(det, "_pass", lambda images, long_side: passes.append(long_side) or real_pass(images, long_side))
@@ -347,3 +347,20 @@ def test_portrait_like_images_skip_the_costly_large_pass(retinaface_weights, tes
     passes.clear()
     group = load_rgb(testdata / "faces" / "real" / "pexels_women-on-phones.jpg")  # a small face behind a big one
     assert len(det.detect(group)) == 2 and passes == [640, 2048]
+
+
+def test_a_small_bystander_beside_a_big_synthetic_face_is_found_by_default(retinaface_weights, testdata):
+    # One big face (971 px in 1799 px) plus a ~54 px face pasted in a corner: pass A (640 px) cannot see the small
+    # one, so only the large pass finds it. The default detector runs it; the opt-in fast mode skips it (documented).
+    from PIL import Image
+
+    big = load_rgb(testdata / "faces" / "synthetic" / "sfhq_pt1_00001878.jpg")
+    src = load_rgb(testdata / "faces" / "real" / "face_recognition_obama_small.jpg")  # 320x240, face ~108 px
+    small = np.asarray(Image.fromarray(src).resize((160, 120), Image.BILINEAR))
+    img = big.copy()
+    img[20:140, 20:180] = small
+    found = FaceDetector(retinaface_weights).detect(img)
+    assert len(found) == 2
+    tiny = min(found, key=lambda d: d.box[2] - d.box[0])
+    assert 20 <= tiny.box[0] and tiny.box[2] <= 180 and 20 <= tiny.box[1] and tiny.box[3] <= 140
+    assert len(FaceDetector(retinaface_weights, fast=True).detect(img)) == 1  # the documented price of fast mode

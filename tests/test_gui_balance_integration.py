@@ -126,3 +126,71 @@ def test_group_filter_state_round_trips():
     assert back.to_filter().fairface_min_conf == 0.6
     bad = ViewState.from_dict({"fairface": {"race7": "Martian"}, "fairface_min_conf": "x"})
     assert bad.fairface == {} and bad.fairface_min_conf == 0.0
+
+
+def test_a_click_shows_exactly_the_panels_count_with_unscored_and_missing_images_around(qtbot, tmp_path):
+    # Unscored images (scoring still running) and missing files are not in the panel's counts; a click on
+    # "(unknown)" or on a label must not pull them into the grid either.
+    import os
+
+    from test_gui_fixtures import FAKE_MODEL_IDS, make_images
+
+    from faceqc_gui.engine.store import Project
+
+    ppath, folder, paths = make_project(tmp_path, n=40)
+    make_images(folder, 6, seed=9, prefix="later")  # found by the next scan, not scored yet
+    os.remove(paths[0])  # a scored file that went away
+    with Project.open(ppath) as p:
+        plan = p.plan_scoring(FAKE_MODEL_IDS)
+        assert len(plan.to_score) == 6
+    win = new_window(qtbot, tmp_path)
+    win.open_project(ppath)
+    qtbot.waitUntil(lambda: win.session.is_open and len(win.session.snapshot.ids) == 46)
+    win.act_demographics.trigger()
+    s = win.session
+    for label in ("unknown", "White"):
+        bars = win.demographics.stats.marginals["race7"]
+        counted = bars.all[bars.index((label,))] if (label,) in bars.groups else 0
+        win.demographics.groupFilterRequested.emit({"race7": label})
+        assert s.visible_count() == counted, label
+        shown = {s.snapshot.paths[r] for r in s.order}
+        assert paths[0] not in shown and not any("later" in x for x in shown)
+
+
+def test_ctrl_b_real_dialog_apply_then_ctrl_z(qtbot, tmp_path):
+    # The whole path a user takes, with the real dialog: Ctrl+B, a size, Apply; the grid's decisions and the
+    # Demographics dock follow; one Ctrl+Z restores every decision.
+    from PySide6.QtCore import Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from test_gui_window import key
+
+    win = make_window(qtbot, tmp_path)
+    s = win.session
+    win.act_demographics.trigger()
+    before_override = s.snapshot.override.copy()
+    before_acc = win.demographics.stats.n_accepted
+    seen = {}
+
+    def drive():
+        dlg = QApplication.activeModalWidget()
+        seen["dialog"] = type(dlg).__name__
+        dlg.set_size(4)  # 4 images in total, spread uniformly over race7 x gender
+        dlg.refresh()
+        seen["message"] = dlg.message.text()
+        if dlg.apply_button.isEnabled():
+            qtbot.mouseClick(dlg.apply_button, Qt.MouseButton.LeftButton)
+        else:
+            dlg.reject()
+    QTimer.singleShot(200, drive)
+    key(qtbot, win, Qt.Key.Key_B, Qt.KeyboardModifier.ControlModifier)
+    assert seen["dialog"] == "BalanceDialog", seen
+    if "cannot be met" in seen["message"]:
+        pytest.skip(f"the fixture's groups cannot make a balanced set of 4: {seen['message']}")
+    assert win.demographics.stats.n_accepted != before_acc or (s.snapshot.override != before_override).any()
+    assert s.can_undo()
+    win.activateWindow()  # the closed modal dialog had the focus; shortcuts reach the active window only
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win)
+    key(qtbot, win, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    np.testing.assert_array_equal(s.snapshot.override, before_override)
+    assert win.demographics.stats.n_accepted == before_acc

@@ -383,7 +383,7 @@ def test_bad_or_missing_data_shows_a_message_not_a_crash(project, panel):
                             missing=np.zeros(0, bool), **{h: np.zeros((0, len(v)), np.float32)
                                                           for h, v in FAIRFACE_HEADS.items()})
     panel.set_data(empty, np.zeros(0, bool))
-    assert panel.stats is not None and panel.stats.n_all == 0
+    assert panel.stats is None and "No scored images yet" in panel.summary.text()  # said, not drawn as zeros
     panel.set_data(snap, snap.decide(THRESHOLD)[0])
     assert panel.stats is not None and panel.stats.n_all > 0
 
@@ -408,3 +408,33 @@ def test_recompute_for_100k_images_is_fast(panel):
     print(f"\ndemographics recompute for 100k images: {min(times) * 1000:.1f} ms (best of 3), "
           f"{max(times) * 1000:.1f} ms (worst)")
     assert min(times) < 1.0
+
+
+def test_an_unscored_or_fairface_less_project_is_explained_not_shown_as_zeros(tmp_path, panel):
+    # The no-model start: all-zero bars would read as "nobody is in the set"; the panel says why there is nothing.
+    results = make_results()
+    for r in results:
+        for f in r.faces:
+            f.fairface = None  # scored without the FairFace weights
+    with Project.create(tmp_path / "noff.faceqc") as p:
+        p.store_results(results)
+        snap = p.snapshot()
+    panel.set_data(snap, snap.decide(THRESHOLD)[0])
+    assert "No FairFace labels" in panel.summary.text() and panel.bar_labels() == []
+    assert panel.table.rowCount() == 0
+
+    from faceqc_gui.engine.balance import candidates_from_snapshot, propose
+    from faceqc_gui.engine.errors import FaceQCError
+
+    with pytest.raises(FaceQCError, match="no image has FairFace labels"):
+        propose(candidates_from_snapshot(snap, THRESHOLD, by=("race7", "gender")))
+
+    empty = tmp_path / "empty.faceqc"
+    with Project.create(empty) as p:
+        (tmp_path / "imgs").mkdir()
+        (tmp_path / "imgs" / "a.jpg").write_bytes(b"not scored yet")
+        p.add_folder(tmp_path / "imgs")
+        p.plan_scoring({"detector": "x"})
+        snap = p.snapshot()
+    panel.set_data(snap, snap.decide(THRESHOLD)[0])
+    assert "No scored images yet" in panel.summary.text()

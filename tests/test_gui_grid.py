@@ -132,22 +132,27 @@ def test_cividis_lightness_rises_monotonically():
     assert (np.diff(lum.astype(float)) >= -1.0).all() and lum[-1] - lum[0] > 150
 
 
-@pytest.fixture
-def grid(qtbot, tmp_path):
-    ppath, _, _ = make_project(tmp_path, n=100)
+def make_grid(qtbot, tmp_path, n: int = 100, scored: bool = True):
+    """A session on a generated project and a shown grid view of it: (session, model, view)."""
+    ppath, _, _ = make_project(tmp_path, n=n, scored=scored)
     s = ProjectSession()
     s.open(ppath)
     m = GridModel(s, None)
     v = TileGridView()
     v.setModel(m)
-    d = TileDelegate(m, v)
-    v.setItemDelegate(d)
+    v.setItemDelegate(TileDelegate(m, v))
     v.set_tile_size(128 + 2 * MARGIN, 128 + STRIP + 2 * MARGIN)
     s.layoutReset.connect(m.reset)
     qtbot.addWidget(v)
     v.resize(900, 600)
     v.show()
     qtbot.waitExposed(v)
+    return s, m, v
+
+
+@pytest.fixture
+def grid(qtbot, tmp_path):
+    s, m, v = make_grid(qtbot, tmp_path)
     yield s, m, v
     s.close()
 
@@ -216,3 +221,28 @@ def test_rubber_band_drag_selects_the_block_of_tiles_it_covers(grid, qtbot):
     _mouse(v, "release", end, Qt.MouseButton.NoButton)
     rows = sorted(i.row() for i in v.selectionModel().selectedIndexes())
     assert rows == sorted(r * cols + c for r in range(3) for c in range(1, 4))
+
+
+def test_a_tile_not_scored_yet_shows_no_reject_mark(qtbot, tmp_path):
+    # Before scoring (or without models) nothing is decided: no orange dashed border and cross that would read as
+    # "rejected"; a decision set by hand still shows.
+    from faceqc_gui.gui.colors import REJECT
+
+    s, m, v = make_grid(qtbot, tmp_path, n=12, scored=False)
+
+    def reject_pixels(pos):
+        img = v.viewport().grab().toImage()
+        rect = v.visualRect(m.index(pos, 0))
+        n = 0
+        for x in range(rect.left(), rect.right()):
+            for y in range(rect.top(), rect.top() + MARGIN + 5):  # the tile's top border
+                c = QColor(img.pixel(x, y))
+                n += abs(c.red() - REJECT.red()) + abs(c.green() - REJECT.green()) + abs(c.blue() - REJECT.blue()) < 40
+        return n
+
+    assert not s.accepted[s.order[0]]
+    assert reject_pixels(0) == 0
+    s.set_override([int(s.snapshot.ids[s.order[0]])], "reject")
+    v.viewport().repaint()
+    assert reject_pixels(0) > 10
+    s.close()

@@ -198,6 +198,29 @@ def test_keys_overrides_undo_redo_and_auto_advance(qtbot, tmp_path):
     assert s.snapshot.override[s.row_of_id(win.model.image_id(3))] == 1
 
 
+@pytest.mark.parametrize("auto_advance", [False, True])
+def test_deciding_in_a_filtered_view_keeps_the_place_in_the_list(qtbot, tmp_path, auto_advance):
+    # "Show Rejected, accept the good ones": each accepted image leaves the view; the one that took its place (the
+    # next one) becomes current, so A, A, A walks down the list instead of jumping back to the top or to nothing.
+    win = open_scored(qtbot, tmp_path)
+    s = win.session
+    win.auto_advance.setChecked(auto_advance)
+    win.filters.status_boxes["rejected"].setChecked(True)
+    qtbot.waitUntil(lambda: s.view.status == {"rejected"})
+    assert s.visible_count() >= 5
+    click_tile(qtbot, win, 2)
+    expected_next = [win.model.image_id(3), win.model.image_id(4)]
+    for nxt in expected_next:
+        decided = win._current_id
+        key(qtbot, win, Qt.Key.Key_A)
+        assert s.snapshot.override[s.row_of_id(decided)] == 1
+        assert s.pos[s.row_of_id(decided)] == -1  # it left the "rejected" view
+        assert win._current_id == nxt and win.grid.currentIndex().row() == 2
+        assert win.panel.detail is not None and win.panel.detail["id"] == nxt
+    key(qtbot, win, Qt.Key.Key_Right)
+    assert win.grid.currentIndex().row() == 3
+
+
 def test_context_menu_and_panel_buttons_override_the_selection(qtbot, tmp_path):
     win = open_scored(qtbot, tmp_path)
     click_tile(qtbot, win, 5)
@@ -356,6 +379,10 @@ def test_closing_and_reopening_restores_project_view_and_selection(qtbot, tmp_pa
     win.sort_box.setCurrentIndex(win.sort_box.findData("name"))
     win.tile_slider.setValue(96)
     win.bar.scale_box.setCurrentIndex(win.bar.scale_box.findData("q100"))
+    win.demographics.set_head("age")
+    win.demographics.set_mode("expected")
+    win.demographics.set_min_conf(0.35)
+    win.demographics.set_cross(("race4", "age"))
     click_tile(qtbot, win, 1)
     click_tile(qtbot, win, 2, Qt.KeyboardModifier.ControlModifier)
     ids, current = sorted(win.selected_ids()), win._current_id
@@ -372,6 +399,8 @@ def test_closing_and_reopening_restores_project_view_and_selection(qtbot, tmp_pa
     assert v.scale == "q100" and win2.bar.scale == "q100"
     assert sorted(win2.selected_ids()) == ids and win2._current_id == current
     assert win2.panel.detail["id"] == current
+    assert win2.demographics.state() == {"head": "age", "mode": "expected", "min_conf": 0.35,
+                                         "cross": ["race4", "age"]}
 
 
 def test_ui_thread_keeps_ticking_while_scoring(qtbot, tmp_path, no_models):
@@ -436,6 +465,15 @@ def test_space_opens_and_closes_the_large_preview(qtbot, tmp_path):
     assert len(prev.view.faces) == win.session.snapshot.n_faces[win.session.row_of_id(win._current_id)]
     qtbot.keyClick(prev, Qt.Key.Key_Right)  # arrows move on while it is open
     assert win._current_id == win.model.image_id(3) and prev.image_id == win._current_id
+    # the curation keys decide without leaving the preview, and its caption says the decision
+    row = win.session.row_of_id(win._current_id)
+    qtbot.keyClick(prev, Qt.Key.Key_R)
+    assert win.session.snapshot.override[row] == -1 and "Rejected" in prev.caption.text()
+    assert "by hand" in prev.caption.text()
+    qtbot.keyClick(prev, Qt.Key.Key_A)
+    assert win.session.snapshot.override[row] == 1 and "Accepted" in prev.caption.text()
+    qtbot.keyClick(prev, Qt.Key.Key_U)
+    assert win.session.snapshot.override[row] == 0
     qtbot.keyClick(prev, Qt.Key.Key_Space)
     assert not prev.isVisible()
 
@@ -473,3 +511,12 @@ def test_window_with_every_dock_open_fits_a_laptop_screen(qtbot, tmp_path):
     assert hint.height() <= 700 and hint.width() <= 1366, hint
     win.resize(1366, 700)
     qtbot.waitUntil(lambda: win.height() <= 700)
+
+
+def test_opening_demographics_leaves_the_grid_most_of_the_window(qtbot, tmp_path):
+    win = open_scored(qtbot, tmp_path)
+    win.resize(1400, 900)
+    win.act_demographics.trigger()
+    # at least two rows of tiles stay in view (at its natural height the dock left 1.5)
+    qtbot.waitUntil(lambda: win.demo_dock.isVisible() and win.grid.viewport().height() >= 2 * win.grid._h)
+    assert win.demo_dock.height() >= 200

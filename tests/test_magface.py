@@ -379,3 +379,15 @@ def test_cuda_gives_the_cpu_embeddings(r18, toy_crops):
     cpu = r18.model.embed_aligned(toy_crops)
     # TF32 convolutions (PyTorch's default on Ampere+) move the output by ~1e-3 relative.
     np.testing.assert_allclose(gpu.embed_aligned(toy_crops), cpu, rtol=5e-3, atol=5e-3)
+
+
+@pytest.mark.parametrize("norm, expected", [(23.0, 50), (25.6, 73), (20.0, 24), (20.4, 27), (30.0, 94),
+                                            (15.0, 4), (None, None), (float("nan"), None)])
+def test_ofiq_quality_mapping_values(norm, expected):
+    # OFIQ: round(100 * sigmoid((norm - 23) / 2.6)); values computed by hand (25.6 = centre + one width).
+    from faceqc_gui.engine.quality import norm_from_0_100, quality_0_100
+
+    assert quality_0_100(norm) == expected
+    if expected is not None:
+        assert quality_0_100(norm_from_0_100(expected)) == expected
+        assert abs(norm_from_0_100(50) - 23.0) < 1e-9 and abs(norm_from_0_100(100 / (1 + np.exp(-1))) - 25.6) < 1e-9

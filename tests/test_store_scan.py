@@ -145,3 +145,25 @@ def test_walk_errors_are_stored_and_forgotten_when_fixed(proj, tmp_path):
     link.unlink()
     plan = p.plan_scoring(MODEL_IDS)
     assert plan.errors == [] and p.counts()["error"] == 0 and p.counts()["missing"] == 0
+
+
+def test_a_file_name_that_is_not_utf8_is_an_error_row_and_the_scan_goes_on(proj, tmp_path):
+    # SQLite stores text as UTF-8; such a name once aborted the whole scan (UnicodeEncodeError) and added nothing.
+    p, files = proj
+    raw = os.path.join(os.fsencode(tmp_path / "imgs" / "a"), b"caf\xe9.jpg")
+    shutil.copy(files[0], os.fsdecode(raw))
+    shutil.copy(files[0], tmp_path / "imgs" / "a" / "new_ok.jpg")
+    plan = p.plan_scoring(MODEL_IDS)
+    assert [os.path.basename(f) for f in plan.to_score] == ["new_ok.jpg"]  # the good new file is still scored
+    p.store_results([fake_result(f) for f in plan.to_score])
+    snap = p.snapshot()
+    bad = [i for i, path in enumerate(snap.paths) if "caf" in path]
+    assert len(bad) == 1 and snap.error[bad[0]]
+    assert snap.paths[bad[0]].endswith("caf\\udce9.jpg")
+    assert "not valid UTF-8" in p.image_detail(int(snap.ids[bad[0]]))["error"]
+    # the CLI hands such a name over as the shell gives it: found, no crash
+    assert len(p.ids_for_paths([os.fsdecode(raw)])[os.fsdecode(raw)]) == 1
+    with pytest.raises(Exception, match="not valid UTF-8"):
+        weird = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"d\xe9"))
+        os.mkdir(weird)
+        p.add_folder(weird)

@@ -139,6 +139,11 @@ def run_download(args: argparse.Namespace) -> int:
             raise
         bar.close()
         print(f"{key}: installed {path}")
+        used = registry.find_model_file(key, dest)
+        if used is not None and used.resolve() != path.resolve():
+            print(f"faceqc: {key}: warning: {used} is found first (folders are searched in the order `faceqc models "
+                  f"path` lists), so it is still the file scoring uses; move it away to use the download.",
+                  file=sys.stderr)
     if failed:
         print(f"faceqc: {len(failed)} of {len(keys)} downloads failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -353,6 +353,7 @@ class Proposal:
     max_size: int | None = None     # the largest size that can be met (set when a requested size cannot)
     shortfall: dict = field(default_factory=dict)
     over: dict = field(default_factory=dict)
+    rejected_by_hand: dict = field(default_factory=dict)  # short group -> its usable images that manual rejects hold
 
     @property
     def target_counts(self) -> dict:
@@ -396,6 +397,11 @@ def propose(cands: Candidates, target: Target | None = None, size: int | str | N
     target.check_groups(groups)
     if not groups:
         raise FaceQCError("there are no groups to balance.")
+    if len(cands.ids) and not (cands.group >= 0).any():
+        # Otherwise every group would "lack" images, which hides the real cause.
+        raise FaceQCError("no image has FairFace labels to group by yet (no image scored with the FairFace weights, "
+                          "no face found, or every prediction below the minimum confidence). Score the images with "
+                          "FairFace (Models: `faceqc models download fairface`) to balance them.")
     if size == "max":
         size = None
     if size is not None:
@@ -691,6 +697,14 @@ def _finish(cands, target, groups, pools, counts, solver, size, keep, forced, no
         outside_rejected=int((accepted & ~sel & (cands.group < 0)).sum()) if change else 0,
         total_quality=float(np.nansum(cands.quality[sel])) if ok else 0.0,
         keep_overrides=keep, shortfall=shortfall, over=over)
+    if not ok and keep and shortfall:
+        # Kept manual rejects may be what a short group lacks (an earlier applied proposal's rejects count as
+        # manual too): say how many, so the user knows that not keeping them would help.
+        rej = (cands.override == REJECT) & cands.eligible & np.isfinite(cands.quality)
+        for g, name in enumerate(groups):
+            n_rej = int((rej & (cands.group == g)).sum())
+            if name in shortfall and n_rej:
+                prop.rejected_by_hand[name] = n_rej
     if not ok and size is not None:
         best = propose(cands, target, None, keep)
         prop.max_size = best.size if best.feasible else None
@@ -710,6 +724,10 @@ def _message(p: Proposal, size, note: str) -> str:
         lack = ", ".join(f"{group_name(g)} lacks {'images of the required kinds' if v is None else v}"
                          for g, v in p.shortfall.items())
         parts.append(f"Missing images: {lack}.")
+    if p.rejected_by_hand:
+        held = ", ".join(f"{v} in {group_name(g)}" for g, v in p.rejected_by_hand.items())
+        parts.append(f"Rejected by hand (or by an earlier balanced selection): {held}; propose without keeping "
+                     f"manual decisions, or clear those overrides, to use them.")
     if p.over:
         parts.append("Manual accepts beyond the target: "
                      + ", ".join(f"{group_name(g)} has {v} too many" for g, v in p.over.items())

@@ -229,6 +229,10 @@ def filter_mask(snap: Snapshot, flt: Filter | None, threshold: float | None = No
                 raise FaceQCError(f"unknown CelebA attribute {attr!r}.")
             p = snap.celeba[:, CELEBA_ATTRIBUTES.index(attr)]
             mask &= (p >= float(lo)) & (p <= float(hi))
+    if flt.fairface:
+        # As the Demographics panel counts: scored images whose file loaded and is present (an unscored image is not
+        # "unknown", it is not counted yet), so a click on a bar shows exactly the images behind its number.
+        mask &= (snap.n_faces >= 0) & ~snap.error & ~snap.missing
     for head, label in (flt.fairface or {}).items():
         mask &= top_label_mask(snap, head, label, flt.fairface_min_conf)
     if flt.path_contains:

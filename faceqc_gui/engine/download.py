@@ -275,9 +275,11 @@ def download_model(
 
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     attempt = 0
+    resolved = [src]  # after a Drive confirm page: the confirmed URL, where retries resume
     while True:
         try:
-            digest, size = _fetch(opener, src, part, spec, progress, cancel, timeout, note)
+            digest, size, complete = _fetch(opener, resolved[0], part, spec, progress, cancel, timeout, note,
+                                            resolved)
             break
         except _Interrupted as e:
             have = part.stat().st_size if part.exists() else 0
@@ -303,11 +305,35 @@ def download_model(
         _record_sha256(key, spec, digest, size, src)
         note(f"{spec.filename}: no official sha256 is published; recorded this download's sha256 {digest} "
              f"({size} bytes) in {_known_hashes_path()} and later downloads are checked against it.")
-    else:
+    elif complete:
+        # All the bytes the server announced arrived, but the size is not the one expected (our size for this file
+        # is an estimate where the authors publish none): installed, never made the reference hash.
         expect = f"{spec.size_bytes} bytes" if spec.size_bytes else f"about {spec.approx_mb:g} MB"
-        note(f"{spec.filename}: size {size} bytes differs from the expected {expect}; kept, but its sha256 was not "
-             f"recorded as the reference (it may not be the file FaceQC expects).")
+        note(f"{spec.filename}: size {size} bytes differs from the expected {expect}; installed, but its sha256 was "
+             f"not recorded as the reference (it may not be the file FaceQC expects).")
+    else:
+        # Nothing to check it against, the wrong size and no announced length: maybe cut short, maybe another
+        # file. It stays a .part (a later run resumes it); it never sits under the name the loaders use.
+        expect = f"{spec.size_bytes} bytes" if spec.size_bytes else f"about {spec.approx_mb:g} MB"
+        raise DownloadError(
+            f"{spec.filename} from {src} is {size} bytes, not the expected {expect}, and no sha256 is known to check "
+            f"it: it was not installed. The download is kept as {part} (run the download again to resume it); if "
+            f"you know the file is right, rename it to {final.name} yourself."
+        )
 
+    if final.is_file():
+        # A different file under the final name (custom weights, an old version) is kept aside, never overwritten.
+        try:
+            same = file_sha256(final) == digest
+        except OSError:
+            same = False
+        if not same:
+            aside = final.with_name(f"{final.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            try:
+                os.replace(final, aside)
+            except OSError as e:
+                raise DownloadError(f"Cannot move the existing {final} aside: {e.strerror or e}.") from e
+            note(f"{spec.filename}: the file that was there (sha256 differs) was kept as {aside}.")
     try:
         os.replace(part, final)
     except OSError as e:
@@ -323,8 +349,11 @@ def _unlink(p: Path) -> None:
         pass
 
 
-def _fetch(opener, url, part: Path, spec: ModelSpec, progress, cancel, timeout, note) -> tuple[str, int]:
-    """Gets the body of ``url`` (following Google Drive's confirm pages) into ``part``; returns (sha256, size)."""
+def _fetch(opener, url, part: Path, spec: ModelSpec, progress, cancel, timeout, note,
+           resolved: list | None = None) -> tuple[str, int, bool]:
+    """Gets the body of ``url`` (following Google Drive's confirm pages) into ``part``; returns (sha256, size).
+    ``resolved[0]`` is set to the last confirmed URL, so that a retry after a dropped connection resumes there."""
+    resolved = resolved if resolved is not None else [url]
     offset = part.stat().st_size if part.is_file() else 0
     hops = restarts = 0
     while True:
@@ -353,9 +382,6 @@ def _fetch(opener, url, part: Path, spec: ModelSpec, progress, cancel, timeout, 
                     offset = 0
                     restarts += 1
                     continue
-            elif offset:
-                note(f"{spec.filename}: the server does not support resuming; starting again from zero.")
-                offset = 0
             length = resp.headers.get("Content-Length")
             if total is None and length is not None and length.isdigit():
                 total = start + int(length)
@@ -370,10 +396,15 @@ def _fetch(opener, url, part: Path, spec: ModelSpec, progress, cancel, timeout, 
                     body = first  # a broken error page is still an error page
                 nxt = _drive_confirm_url(body, resp.geturl(), resp.headers)
                 if nxt is not None and hops < MAX_CONFIRM_HOPS:
+                    # Google Drive answers a ranged request with its confirm page (200, HTML): the offset stays,
+                    # and the confirmed URL is asked for the rest; retries start from it too (`resolved`).
                     hops += 1
-                    url = nxt
+                    url = resolved[0] = nxt
                     continue
                 raise DownloadError(_html_error(body, resp.geturl(), spec))
+            if status != 206 and offset:  # a real file body from the start: this server cannot resume
+                note(f"{spec.filename}: the server does not support resuming; starting again from zero.")
+                offset = 0
             return _stream(resp, first, part, start, total, spec, progress, cancel)
 
 
@@ -427,7 +458,8 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
     return int(m.group(1)), (int(m.group(3)) if m.group(3) != "*" else None)
 
 
-def _stream(resp, first: bytes, part: Path, start: int, total, spec, progress, cancel) -> tuple[str, int]:
+def _stream(resp, first: bytes, part: Path, start: int, total, spec, progress, cancel) -> tuple[str, int, bool]:
+    """Writes the body to ``part``; returns (sha256, size, whether the server announced the size we got)."""
     h = hashlib.sha256()
     if start:
         with open(part, "rb") as f:
@@ -465,7 +497,7 @@ def _stream(resp, first: bytes, part: Path, start: int, total, spec, progress, c
         os.fsync(f.fileno())
     if total is not None and done != total:
         raise _Interrupted(f"connection closed after {done} of {total} bytes", done > start)
-    return h.hexdigest(), done
+    return h.hexdigest(), done, total is not None
 
 
 def _looks_like_html(head: bytes) -> bool:

@@ -263,7 +263,8 @@ def load_fairface_net(path: str | os.PathLike, what: str = "FairFace") -> torch.
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(logits.double(), dim=1).float()
+    # float64 on the CPU: Apple's MPS has no float64 (a .double() there raises), and probabilities go to the CPU anyway.
+    return torch.softmax(logits.detach().cpu().double(), dim=1).float()
 
 
 class FairFaceModel(FaceModel):

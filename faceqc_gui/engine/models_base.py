@@ -23,7 +23,7 @@ class FaceModel(abc.ABC):
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.file_info: dict[str, Any] = {}  # {"file": name, "path": str, "sha256": hex, "official": bool}
+        self.file_info: dict[str, Any] = {}  # {"file": name, "path": str, "sha256": hex, "official": bool | None}
 
     @abc.abstractmethod
     def prepare(self, rgb: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
@@ -44,14 +44,16 @@ def file_info(path: Path, sha256: str, expected_sha256: str | None) -> dict[str,
         "file": path.name,
         "path": str(path),
         "sha256": sha256,
-        "official": expected_sha256 is None or sha256 == expected_sha256,
+        # True: the published (or first verified) hash; False: another file (custom weights); None: nothing to
+        # compare with (no hash published and none recorded yet), so unverified rather than vouched for.
+        "official": None if expected_sha256 is None else sha256 == expected_sha256,
     }
 
 
 def weights_info(key: str, path: Path) -> dict[str, Any]:
     """file_info for a registry model file, with the hash cached across runs (hashing 300 MB costs ~1 s) and checked
     against the official hash, or, where none is published, the one recorded at the first verified download.
-    `official` is False for custom weights; `hash_source` says what it was compared with (None: nothing to compare)."""
+    `official` is False for custom weights and None when unverified; `hash_source` says what it was compared with."""
     from .download import expected_sha256, file_sha256  # stdlib-only module; imported lazily to keep startup light
 
     digest = file_sha256(path)

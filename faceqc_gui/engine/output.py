@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FaceQCError
+from .fsnames import is_utf8
 from .quality import DEFAULT_THRESHOLD
 from .records import CSV_COLUMNS, ImageResult, flatten_row, image_rows
 
@@ -47,7 +48,9 @@ class ResultWriter:
     def __enter__(self) -> ResultWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "w", encoding="utf-8", newline="")
+            # A file name that is not valid UTF-8 (legal on Linux, common from old zip archives) reaches here as a str
+            # with lone surrogates: the CSV writes it with backslash escapes instead of failing the whole run.
+            self._f = open(self.path, "w", encoding="utf-8", newline="", errors="backslashreplace")
         except OSError as e:
             raise FaceQCError(f"cannot write {self.path}: {e.strerror or e}") from e
         if self.format == "csv":
@@ -61,7 +64,12 @@ class ResultWriter:
             if self._csv is not None:
                 self._csv.writerow(flatten_row(row))
             else:
-                self._f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+                line = json.dumps(row, ensure_ascii=False, default=_json_default)
+                if not line.isascii() and not is_utf8(line):
+                    # Not-UTF-8 file name: JSON's \udcXX escapes keep it exact (json.loads + os.fsencode give the
+                    # original bytes back) where a raw write would fail.
+                    line = json.dumps(row, ensure_ascii=True, default=_json_default)
+                self._f.write(line + "\n")
             self.rows += 1
         self._f.flush()
 

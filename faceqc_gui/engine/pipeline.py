@@ -97,6 +97,7 @@ def load_models(
     models_dir=None,
     device: str | torch.device = "auto",
     skip_missing: bool = False,
+    fast_detection: bool = False,
 ) -> LoadedModels:
     """Finds and loads the detector and the asked-for models once. The detector is always required; a missing model
     file raises MissingModelError unless `skip_missing`, which records why in `skipped` and goes on."""
@@ -118,7 +119,7 @@ def load_models(
             skipped[key] = msg
         else:
             paths[key] = p
-    detector = FaceDetector(det_path, device=dev)
+    detector = FaceDetector(det_path, device=dev, fast=fast_detection)
     models = [_build_model(k, p, dev, models_dir) for k, p in paths.items()]
     return LoadedModels(detector=detector, models=models, device=dev, skipped=skipped)
 
@@ -144,7 +145,8 @@ class ScorePipeline:
 
     # -- producer side ---------------------------------------------------------------------------------------------
     def _new_result(self, path: str) -> ImageResult:
-        return ImageResult(path=path, models={k: {kk: v[kk] for kk in ("file", "sha256", "official") if kk in v}
+        return ImageResult(path=path, models={k: {kk: v[kk] for kk in ("file", "sha256", "official", "hash_source")
+                                                  if kk in v}
                                               for k, v in self._infos.items()})
 
     def prepare_image(self, path: str, rgb_or_error) -> _Prepared:

@@ -51,7 +51,8 @@ class ImageResult:
     height: int | None = None
     faces: list[FaceResult] = field(default_factory=list)
     error: str | None = None
-    # model key -> {"file": file name, "sha256": hex or None, "official": bool}; which files produced the numbers
+    # model key -> {"file": file name, "sha256": hex or None, "official": true | false | null (unverified: no hash to
+    # compare with), "hash_source": "official" | "recorded" | null}; which files produced the numbers
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -117,7 +118,7 @@ CSV_FAIRFACE_COLUMNS = [
     for head, labels in FAIRFACE_HEADS.items()
     for col in ([f"fairface_{head}_top"] + [f"fairface_{head}_{label.replace(' ', '_')}" for label in labels])
 ]
-CSV_MODEL_COLUMNS = [f"model_{k}_{c}" for k in ("magface", "celeba", "fairface", "fairface4", "detector") for c in ("file", "sha256")]
+CSV_MODEL_COLUMNS = [f"model_{k}_{c}" for k in ("magface", "celeba", "fairface", "fairface4", "detector") for c in ("file", "sha256", "official")]
 CSV_COLUMNS = CSV_BASE_COLUMNS + CSV_CELEBA_COLUMNS + CSV_FAIRFACE_COLUMNS + CSV_MODEL_COLUMNS
 
 
@@ -146,4 +147,6 @@ def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
         if f"model_{key}_file" in flat:
             flat[f"model_{key}_file"] = info.get("file") or ""
             flat[f"model_{key}_sha256"] = info.get("sha256") or ""
+            off = info.get("official")
+            flat[f"model_{key}_official"] = "" if off is None else str(bool(off)).lower()  # "" = unverified
     return flat

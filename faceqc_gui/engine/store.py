@@ -81,6 +81,7 @@ from .labels import FAIRFACE_HEADS
 from .quality import DEFAULT_THRESHOLD
 from .records import ImageResult
 from .scan import content_hash
+from .fsnames import escaped, is_utf8
 from .store_scan import ScanPlan, load_known, plan
 from .store_schema import (  # noqa: F401
     ProjectError, ProjectLockedError, WriterLock, create_file, open_checked,
@@ -204,7 +205,9 @@ class Project:
     def add_folder(self, path) -> None:
         p = os.path.abspath(os.path.expanduser(str(path)))
         if not os.path.exists(p):
-            raise ProjectError(f"cannot add {path}: no such file or folder.")
+            raise ProjectError(f"cannot add {escaped(p)}: no such file or folder.")
+        if not is_utf8(p):
+            raise ProjectError(f"cannot add {escaped(p)}: its name is not valid UTF-8; rename the folder.")
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO folders(path, added_at) VALUES (?, ?)", (p, time.time()))
 
@@ -486,7 +489,7 @@ class Project:
         out: dict[str, list[int]] = {}
         with self._mutex:
             for p in paths:
-                ap = os.path.abspath(os.path.expanduser(str(p)))
+                ap = escaped(os.path.abspath(os.path.expanduser(str(p))))
                 row = self.con.execute("SELECT id FROM images WHERE path = ?", (ap,)).fetchone()
                 if row is not None:
                     out[str(p)] = [row[0]]
@@ -511,7 +514,8 @@ class Project:
                     continue
                 for key, info in (models or {}).items():
                     info = info if isinstance(info, dict) else {}
-                    k = (key, info.get("file") or "", info.get("sha256") or "", bool(info.get("official", True)))
+                    off = info.get("official", True)
+                    k = (key, info.get("file") or "", info.get("sha256") or "", None if off is None else bool(off))
                     totals[k] = totals.get(k, 0) + n
         return [{"key": k[0], "file": k[1], "sha256": k[2], "official": k[3], "images": n}
                 for k, n in sorted(totals.items())]

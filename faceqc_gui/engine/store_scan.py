@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .fsnames import escaped, is_utf8
 from .scan import FileEntry, content_hash, file_fingerprint, iter_image_files
 
 
@@ -61,6 +62,7 @@ class _Known:
     missing: bool
     walk_error: bool
     overridden: bool
+
 
 
 def _models_ok(wanted: dict[str, str]) -> Callable[[str | None], bool]:
@@ -119,6 +121,11 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
         if progress is not None and n % 256 == 0:
             progress(n)
         path = entry.path
+        if not is_utf8(path):
+            # SQLite text is UTF-8: a name with undecodable bytes (legal on Linux, common from old zip archives)
+            # cannot be stored as is. It becomes an error row under an escaped name, and the scan goes on.
+            path = escaped(path)
+            entry = type(entry)(path, "the file name is not valid UTF-8: rename the file to include it")
         seen.add(path)
         order.append(path)
         k = known.get(path)

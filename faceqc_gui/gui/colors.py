@@ -12,6 +12,7 @@ ACCEPT = QColor(0, 158, 115)  # Okabe-Ito bluish green
 REJECT = QColor(213, 94, 0)  # Okabe-Ito vermillion
 OVERRIDE = QColor(204, 121, 167)  # Okabe-Ito reddish purple
 UNSCORED = QColor(120, 120, 120)
+PENDING = QColor(170, 170, 170)  # frame of a tile not scored yet (no decision to show)
 ERROR = QColor(90, 90, 90)
 
 # Sampled once from pyqtgraph's copy of matplotlib's cividis (256 steps), so painting never calls into pyqtgraph.

@@ -50,6 +50,7 @@ class ViewState:
     auto_advance: bool = False
     selection: list[int] = field(default_factory=list)  # image ids
     current: int | None = None  # image id shown in the face panel
+    demographics: dict = field(default_factory=dict)  # the Demographics panel's options (DemographicsPanel.state())
 
     # ---- filter --------------------------------------------------------------------------------------------------
     def has_filter(self) -> bool:
@@ -101,6 +102,7 @@ class ViewState:
             "auto_advance": self.auto_advance,
             "selection": list(self.selection),
             "current": self.current,
+            "demographics": dict(self.demographics),
         }
 
     @classmethod
@@ -142,6 +144,8 @@ class ViewState:
         cur = d.get("current")
         if isinstance(cur, int) and not isinstance(cur, bool):
             v.current = cur
+        if isinstance(d.get("demographics"), dict):
+            v.demographics = dict(d["demographics"])  # checked by DemographicsPanel.restore_state
         return v
 
 

@@ -308,6 +308,15 @@ class DemographicsPanel(QWidget):
             accepted = acc if acc is not None else np.zeros(len(snap.ids), bool)
             key = (id(snap), len(snap.ids), self.cross, self.head, self.mode, self.min_conf)
             if self._counter is None or self._counter_key != key:
+                pop = snapshot_population(snap)
+                if not pop.any():
+                    self._show_message("No scored images yet: the counts appear as images are scored.")
+                    return
+                if not any(np.isfinite(getattr(snap, h)[pop]).all(axis=1).any() for h in heads):
+                    self._show_message(
+                        "No FairFace labels in this project yet: score the images with the FairFace weights "
+                        "(Models ▸ Models…) to see who is in the set.")
+                    return
                 # Only the heads on screen: each extra head costs a full pass over the images.
                 probs = {h: getattr(snap, h) for h in heads}
                 self._counter = GroupCounter(probs, by=self.cross, mode=self.mode, min_conf=self.min_conf,

@@ -126,7 +126,8 @@ class ExportDialog(QDialog):
         lay.addLayout(form)
         formats = QLabel("Writes <tt>images/</tt>, <tt>manifest.csv</tt>, <tt>manifest.json</tt> (every score, "
                          "attribute and model id), <tt>list_attr_celeba.txt</tt> (CelebA format), "
-                         "<tt>fairface_labels.csv</tt> and <tt>summary.txt</tt>.")
+                         "<tt>fairface_labels.csv</tt>, <tt>summary.txt</tt> and a balance report of the exported "
+                         "set (<tt>balance_report.csv</tt> / <tt>.png</tt>: race × gender, top labels).")
         formats.setWordWrap(True)
         formats.setTextFormat(Qt.TextFormat.RichText)
         lay.addWidget(formats)

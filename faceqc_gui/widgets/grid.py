@@ -21,7 +21,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, Q
 from PySide6.QtWidgets import QAbstractItemDelegate, QAbstractItemView, QStyle, QStyleOptionViewItem
 
 from ..engine.decisions import REASON_TEXT
-from ..gui.colors import ACCEPT, ERROR, OVERRIDE, REJECT, UNSCORED, quality_color, text_color_on
+from ..gui.colors import ACCEPT, ERROR, OVERRIDE, PENDING, REJECT, UNSCORED, quality_color, text_color_on
 from ..gui.thumbs import ImageLoader, PixmapCache
 
 IdRole = Qt.ItemDataRole.UserRole + 1
@@ -193,17 +193,24 @@ class TileDelegate(QAbstractItemDelegate):
         p.drawText(strip, Qt.AlignmentFlag.AlignCenter, text)
         # decision: border + badge
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        colour = ACCEPT if accepted else REJECT
-        pen = QPen(colour, 2 if t < 100 else 3)
-        if not accepted:
-            pen.setStyle(Qt.PenStyle.DashLine)
-        p.setPen(pen)
-        p.setBrush(Qt.BrushStyle.NoBrush)
-        p.drawRect(QRectF(rect).adjusted(1, 1, -1, -1))
-        b = 14 if t < 100 else 18
-        badge = QRectF(rect.left() + 4, rect.top() + 4, b, b)
-        draw_decision_badge(p, badge, accepted)
         ov = int(s.override[r])
+        b = 14 if t < 100 else 18
+        if s.n_faces[r] < 0 and not ov and not s.error[r] and not s.missing[r]:
+            # Not scored yet and not decided by hand: nothing is decided, so no reject mark that would read as
+            # "the user rejected it" (it would be rejected only because it has no score yet); a thin neutral frame.
+            p.setPen(QPen(PENDING, 1))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawRect(QRectF(rect).adjusted(1, 1, -1, -1))
+        else:
+            colour = ACCEPT if accepted else REJECT
+            pen = QPen(colour, 2 if t < 100 else 3)
+            if not accepted:
+                pen.setStyle(Qt.PenStyle.DashLine)
+            p.setPen(pen)
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawRect(QRectF(rect).adjusted(1, 1, -1, -1))
+            badge = QRectF(rect.left() + 4, rect.top() + 4, b, b)
+            draw_decision_badge(p, badge, accepted)
         if ov:
             draw_pin(p, QRectF(rect.right() - b - 3, rect.top() + 4, b, b))
         if option.state & QStyle.StateFlag.State_HasFocus:

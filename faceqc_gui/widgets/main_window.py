@@ -202,6 +202,7 @@ class MainWindow(QMainWindow):
         self.demo_dock.setWidget(_scrollable(self.demographics))
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.demo_dock)
         self.demo_dock.hide()
+        self._demo_fitted = False
         self._load_view_widgets()
 
     def _action(self, text: str, slot, shortcuts=(), tip: str = "", context=None, checkable=False) -> QAction:
@@ -299,6 +300,7 @@ class MainWindow(QMainWindow):
         self.act_demographics = self.demo_dock.toggleViewAction()
         self.act_demographics.setText("Demographics")
         self.act_demographics.setShortcut(QKeySequence("Ctrl+D"))
+        self.act_demographics.triggered.connect(self._fit_demographics_dock)
         v.addAction(self.act_demographics)
         self.act_balance = self._action("Balanced Selection…", self.open_balance_dialog, ["Ctrl+B"],
                                         tip="Propose the best-quality subset that meets a demographic target")
@@ -438,6 +440,7 @@ class MainWindow(QMainWindow):
         v = self.session.view
         v.selection = [int(i) for i in self._selected_ids[:MAX_SAVED_SELECTION]]
         v.current = self._current_id
+        v.demographics = self.demographics.state()
         self.session.save_view()
 
     # =================================================================================================================
@@ -453,6 +456,7 @@ class MainWindow(QMainWindow):
         self._update_histogram()
         self._update_counts()
         if self.session.is_open:
+            self.demographics.restore_state(self.session.view.demographics)
             self._restore_selection(self.session.view.selection, self.session.view.current)
             mode = self.session.snapshot.score_mode
             (self.act_mode_primary if mode == "primary" else self.act_mode_lowest).setChecked(True)
@@ -568,7 +572,7 @@ class MainWindow(QMainWindow):
         for a in (self.act_export, self.act_close):
             a.setEnabled(open_)
         for a in (self.act_score, self.act_accept, self.act_reject, self.act_clear, self.act_mode_primary,
-                  self.act_mode_lowest):
+                  self.act_mode_lowest, self.act_balance):  # Balanced Selection applies overrides: needs writes
             a.setEnabled(writable)
 
     # =================================================================================================================
@@ -647,6 +651,7 @@ class MainWindow(QMainWindow):
             self.loader.request_preview(("panel", image_id), detail["path"], 1600)
         if self._preview is not None and self._preview.isVisible():
             self._preview.show_detail(detail)
+            self._update_panel_decision()  # the caption's decision
             if detail is not None:
                 self.loader.request_preview(("big", image_id), detail["path"], 2400)
 
@@ -657,6 +662,8 @@ class MainWindow(QMainWindow):
         if r is None:
             return
         self.panel.set_decision(bool(self.session.accepted[r]), REASON_TEXT.get(int(self.session.reason[r]), ""))
+        if self._preview is not None and self._preview.isVisible():
+            self._preview.set_decision(self.panel.decision.text())
 
     def _on_images_loaded(self, batch) -> None:
         for res in batch:
@@ -674,22 +681,29 @@ class MainWindow(QMainWindow):
         if not ids:
             self.status.showMessage("Select images first.", 4000)
             return False
+        cur = self.grid.currentIndex()
+        pos_before = cur.row() if cur.isValid() else None
         if not self.session.set_override(ids, value):
             return False
         what = {"accept": "Accepted", "reject": "Rejected", None: "Cleared the override of"}[value]
         self.status.showMessage(f"{what} {len(ids)} image{'s' if len(ids) != 1 else ''}.", 4000)
-        if self.session.view.auto_advance and len(ids) == 1:
+        if pos_before is not None and not self.grid.currentIndex().isValid() and len(self.session.order):
+            # The decision moved the image out of a filtered view ("Rejected", "Overridden"...): the image that
+            # took its place is the next one, so the user's place in the list is kept, with or without auto-advance.
+            self._advance(0, from_row=pos_before)
+        elif self.session.view.auto_advance and len(ids) == 1:
             self._advance()
         elif self._detail is not None:
             self._show_current(self._detail["id"])
         return True
 
-    def _advance(self, step: int = 1) -> None:
+    def _advance(self, step: int = 1, from_row: int | None = None) -> None:
         cur = self.grid.currentIndex()
         n = len(self.session.order)
         if n == 0:
             return
-        pos = min(max((cur.row() if cur.isValid() else -1) + step, 0), n - 1)
+        start = from_row if from_row is not None else (cur.row() if cur.isValid() else -1)
+        pos = min(max(start + step, 0), n - 1)
         idx = self.model.index(pos, 0)
         self.grid.selectionModel().setCurrentIndex(idx, QItemSelectionModel.SelectionFlag.ClearAndSelect)
         self.grid.scrollTo(idx)
@@ -730,8 +744,10 @@ class MainWindow(QMainWindow):
         if self._preview is None:
             self._preview = PreviewWindow(self)
             self._preview.navigate.connect(self._advance)
+            self._preview.decide.connect(self.set_override)
         self._preview.show()
         self._preview.show_detail(self._detail)
+        self._update_panel_decision()
         if self._detail is not None and not self._detail.get("error"):
             self.loader.request_preview(("big", self._detail["id"]), self._detail["path"], 2400)
 
@@ -956,6 +972,15 @@ class MainWindow(QMainWindow):
     def _refresh_demographics(self, *_a) -> None:
         s = self.session
         self.demographics.set_data(s.snapshot if s.is_open else None, s.accepted if s.is_open else None)
+
+    def _fit_demographics_dock(self, visible: bool) -> None:
+        # The first time the user opens it: at its content's natural height the dock took most of the window (1.5
+        # rows of tiles left at 1400x900); a quarter of the window keeps two rows of tiles. The dock scrolls, can be
+        # dragged taller, and later openings (and restored layouts) keep whatever size the user gave it.
+        if visible and not self._demo_fitted:
+            self._demo_fitted = True
+            QTimer.singleShot(0, lambda: self.resizeDocks([self.demo_dock], [max(220, self.height() // 4)],
+                                                          Qt.Orientation.Vertical))
 
     def _on_group_filter(self, group: dict) -> None:
         """A bar or cell was clicked: show exactly the images the panel counted there (top FairFace labels under the
