@@ -172,6 +172,8 @@ class ModelsDialog(QDialog):
         h.setSectionResizeMode(C_PROVIDES, QHeaderView.ResizeMode.Stretch)
         for c in (C_MODEL, C_STATUS, C_ACTIONS):
             h.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(C_PROGRESS, QHeaderView.ResizeMode.Fixed)
+        self.table.setColumnWidth(C_PROGRESS, 130)  # a bar while downloading, empty otherwise
         self.bars: dict[str, QProgressBar] = {}
         self.download_buttons: dict[str, QPushButton] = {}
         self.locate_buttons: dict[str, QPushButton] = {}
@@ -179,10 +181,16 @@ class ModelsDialog(QDialog):
             self.table.setItem(i, C_MODEL, QTableWidgetItem(f"{spec.title}\n{spec.filename} (~{spec.approx_mb:g} MB)"))
             self.table.setItem(i, C_PROVIDES, QTableWidgetItem(spec.provides))
             self.table.setItem(i, C_STATUS, QTableWidgetItem("checking…"))
+            # The bar sits in a holder: the view re-shows its cell widgets on every layout, and an empty bar on every
+            # row read as a broken control. The holder is what the view shows; the bar appears while downloading.
+            holder = QWidget()
+            hl = QHBoxLayout(holder)
+            hl.setContentsMargins(2, 2, 2, 2)
             bar = QProgressBar()
             bar.setVisible(False)
+            hl.addWidget(bar)
             self.bars[key] = bar
-            self.table.setCellWidget(i, C_PROGRESS, bar)
+            self.table.setCellWidget(i, C_PROGRESS, holder)
             cell = QWidget()
             cl = QHBoxLayout(cell)
             cl.setContentsMargins(2, 0, 2, 0)
@@ -214,7 +222,9 @@ class ModelsDialog(QDialog):
         buttons.addStretch(1)
         buttons.addWidget(close)
         lay.addLayout(buttons)
-        self.resize(900, 420)
+        # Wide and tall enough for all five rows with "Provides" on one or two lines (at 900x420 it wrapped to four
+        # and the last row was cut off).
+        self.resize(1180, 400)
         self.refresh()
 
     # ---- seam ----------------------------------------------------------------------------------------------------------
