@@ -206,3 +206,36 @@ def test_aligned_crops(tmp_path):
     assert crop.shape == (112, 112, 3)
     np.testing.assert_array_equal(crop, rgb[40:152, 30:142])
     assert rows["broken.png"]["crop"] == "" and (tmp_path / "out" / rows["broken.png"]["file"]).exists()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_cancel_midway_leaves_nothing_behind(proj, tmp_path, existing):
+    # Cancel after a few files were placed: no half export under the final names, the target as it was, and the
+    # sources untouched; a later export into the same target works.
+    import threading
+
+    from faceqc_gui.engine.export import ExportCancelled
+
+    p, src, _, expected = proj
+    before = _tree_state(src)
+    target = tmp_path / "out"
+    if existing:
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+    stop = threading.Event()
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        if done >= 2:
+            stop.set()
+    with pytest.raises(ExportCancelled, match="nothing was written"):
+        export_project(p, target, allow_nonempty=existing, progress=progress, stop_event=stop)
+    assert seen and max(seen) < len(expected)
+    if existing:
+        assert sorted(os.listdir(target)) == ["notes.txt"]
+    else:
+        assert not target.exists()
+    assert _tree_state(src) == before
+    export_project(p, target, allow_nonempty=existing)
+    assert len(_manifest(target)) >= 1
