@@ -239,3 +239,51 @@ def test_cancel_midway_leaves_nothing_behind(proj, tmp_path, existing):
     assert _tree_state(src) == before
     export_project(p, target, allow_nonempty=existing)
     assert len(_manifest(target)) >= 1
+
+
+def test_export_names_are_unique_across_case_and_unicode_normalisation():
+    from faceqc_gui.engine.export import unique_names
+
+    names = unique_names(["/i/a\u0301.jpg", "/j/\u00e1.jpg", "/k/A\u0301.JPG", "/l/my photo.png", "/m/my_photo.png"])
+    assert names[0] == "a\u0301.jpg" and names[1] == "\u00e1_2.jpg" and names[2] == "A\u0301_3.JPG"
+    assert names[3:] == ["my_photo.png", "my_photo_2.png"]
+    import unicodedata
+
+    keys = [unicodedata.normalize("NFC", os.path.splitext(n)[0]).casefold() for n in names]
+    assert len(set(keys)) == len(keys)  # what macOS / Windows would see as the same file never repeats
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root reads chmod-000 files anyway") \
+    if hasattr(os, "geteuid") else pytest.mark.skipif(True, reason="POSIX permissions only")
+def test_an_unreadable_source_is_skipped_and_named_not_fatal(proj, tmp_path):
+    p, src, results, expected = proj
+    victim = sorted(expected)[0]
+    os.chmod(victim, 0)
+    try:
+        summary = export_project(p, tmp_path / "out")
+    finally:
+        os.chmod(victim, 0o644)
+    assert summary.exported == len(expected) - 1
+    assert [s for s, _ in summary.skipped_unreadable] == [victim]
+    assert victim in (tmp_path / "out" / "summary.txt").read_text()
+
+
+def test_unreadable_check_is_exercised_as_root_too(proj, tmp_path, monkeypatch):
+    # Root reads chmod-000 files, so the test above skips in CI: simulate the failing open instead.
+    import builtins
+
+    p, src, results, expected = proj
+    victim = sorted(expected)[0]
+    real_open = builtins.open
+
+    def fake_open(file, *a, **k):
+        if str(file) == victim:
+            raise PermissionError(13, "Permission denied", victim)
+        return real_open(file, *a, **k)
+    monkeypatch.setattr(builtins, "open", fake_open)
+    summary = export_project(p, tmp_path / "out")
+    monkeypatch.undo()
+    assert summary.exported == len(expected) - 1
+    assert summary.skipped_unreadable == [(victim, "Permission denied")]
+    assert "cannot be read" in summary.text() and victim in (tmp_path / "out" / "summary.txt").read_text()
+    assert victim not in {r["source"] for r in _manifest(tmp_path / "out")}

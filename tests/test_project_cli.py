@@ -110,6 +110,9 @@ def test_full_workflow(tmp_path, capsys, fake_models):
         assert p.get_setting("export")["mode"] == "symlink"
     code, _, err = run(capsys, "project", "export", proj, target)
     assert code == 2 and "not empty" in err
+    code, _, err = run(capsys, "project", "export", proj, tmp_path / "second")  # the saved mode is said aloud
+    assert code == 0 and "exporting as symlinks, the mode of the last export" in err
+    assert (tmp_path / "second" / "images").is_dir()
 
 
 def test_score_interrupted_keeps_what_was_done(tmp_path, capsys, fake_models):

@@ -404,3 +404,23 @@ def test_scalar_and_vectorised_decisions_agree_near_the_threshold():
     for i in range(n):
         s = None if np.isnan(score[i]) else float(score[i])
         assert decide_one(s, int(n_faces[i]), bool(error[i]), int(override[i]), t) == (bool(acc[i]), int(reason[i]))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="POSIX file locks only")
+def test_a_file_system_without_locks_says_so_instead_of_blaming_another_process(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    p = Project.create(tmp_path / "nfs.faceqc")
+    p.close()
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    p = Project.open(tmp_path / "nfs.faceqc")
+    try:
+        with pytest.raises(ProjectError, match="does not support file locks") as e:
+            p.set_threshold(21.0)
+        assert "another FaceQC process" not in str(e.value)
+    finally:
+        p.close()

@@ -167,3 +167,82 @@ def test_a_file_name_that_is_not_utf8_is_an_error_row_and_the_scan_goes_on(proj,
         weird = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"d\xe9"))
         os.mkdir(weird)
         p.add_folder(weird)
+
+
+def _override_at(p, path):
+    snap = p.snapshot()
+    r = snap.paths.index(path) if isinstance(snap.paths, list) else list(snap.paths).index(path)
+    return int(snap.override[r]), bool(snap.missing[r])
+
+
+def test_swapped_files_keep_their_decisions_with_their_pictures(proj):
+    p, files = proj
+    a, b = files[0], files[1]
+    p.set_override([_id(p, a)], "accept")
+    p.set_override([_id(p, b)], "reject")
+    ida, idb = _id(p, a), _id(p, b)
+    tmp = a + ".tmp"
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+    plan = p.plan_scoring(MODEL_IDS)
+    assert plan.to_score == []  # same pictures, same models: nothing to rescore
+    assert _id(p, a) == idb and _id(p, b) == ida  # the records (results and decisions) followed the pictures
+    assert _override_at(p, a) == (-1, False) and _override_at(p, b) == (1, False)
+
+
+def test_renumbering_after_a_delete_moves_every_decision_with_its_picture(proj):
+    p, files = proj
+    f2, f3, f4 = files[2], files[3], files[4]
+    p.set_override([_id(p, f2)], "accept")
+    p.set_override([_id(p, f3)], "reject")
+    p.set_override([_id(p, f4)], "reject")
+    id2, id3, id4 = _id(p, f2), _id(p, f3), _id(p, f4)
+    os.remove(f2)
+    os.rename(f3, f2)
+    os.rename(f4, f3)
+    plan = p.plan_scoring(MODEL_IDS)
+    assert plan.to_score == []
+    assert _id(p, f2) == id3 and _id(p, f3) == id4
+    assert _override_at(p, f2) == (-1, False) and _override_at(p, f3) == (-1, False)
+    assert p.ids_for_paths([f4])[f4] == []  # nothing at the old last name any more
+    # the deleted picture's accept is not lost: a missing image that says what happened
+    snap = p.snapshot()
+    gone = [i for i, path in enumerate(snap.paths) if int(snap.ids[i]) == id2]
+    assert len(gone) == 1 and snap.missing[gone[0]] and snap.override[gone[0]] == 1
+    assert "replaced by another picture" in snap.paths[gone[0]]
+    assert p.plan_scoring(MODEL_IDS).to_score == []  # stable: a second scan changes nothing
+
+
+def test_an_edited_picture_keeps_its_record_and_one_whose_original_moved_gets_a_new_one(proj, tmp_path):
+    p, files = proj
+    a = files[5]
+    p.set_override([_id(p, a)], "reject")
+    ida = _id(p, a)
+    copy = str(tmp_path / "imgs" / "a" / "original_copy.jpg")
+    shutil.copy(a, copy)  # the original picture now also lives here...
+    with open(a, "ab") as f:
+        f.write(b"edited")  # ...and the file at the old name is edited
+    plan = p.plan_scoring(MODEL_IDS)
+    assert _id(p, copy) == ida and _override_at(p, copy) == (-1, False)  # the decision went with the picture
+    assert a in plan.to_score and _override_at(p, a) == (0, False)  # the edited file is new content, rescored
+
+
+def test_a_file_that_changes_between_the_walk_and_its_results_is_scored_again(proj, tmp_path):
+    # A file still being copied is read half-written (a "truncated" error); when its results arrive the file is
+    # complete. Those results must not be taken for the complete file's: the next scan scores it again.
+    p, files = proj
+    growing = str(tmp_path / "imgs" / "a" / "copying.jpg")
+    with open(growing, "wb") as f:
+        f.write(open(files[0], "rb").read()[:50])  # the first bytes only
+    plan = p.plan_scoring(MODEL_IDS)
+    assert plan.to_score == [growing]
+    result = fake_result(growing)
+    shutil.copy(files[6], growing)  # the copy finishes while the pipeline works on the partial file
+    st = os.stat(growing)
+    os.utime(growing, ns=(st.st_atime_ns, st.st_mtime_ns + 3_000_000_000))
+    p.store_results([result])
+    again = p.plan_scoring(MODEL_IDS)
+    assert again.to_score == [growing]
+    p.store_results([fake_result(growing)])  # unchanged since this walk: recorded for good
+    assert p.plan_scoring(MODEL_IDS).to_score == []

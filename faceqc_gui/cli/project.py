@@ -295,6 +295,10 @@ def run_export(args: argparse.Namespace) -> int:
     with _open(args.project) as project:
         saved = project.get_setting("export", {}) or {}
         mode = args.mode or saved.get("mode") or "copy"
+        if not args.mode and mode != "copy":
+            # A symlink export to a USB disk would point back at this machine: never reuse a link mode silently.
+            print(f"faceqc: exporting as {mode}s, the mode of the last export (--mode copy to copy the files)",
+                  file=sys.stderr)
         celeba_t = args.celeba_threshold if args.celeba_threshold is not None else saved.get("celeba_threshold", 0.5)
         summary = export_project(project, args.target, mode=mode, crops=args.crops, allow_nonempty=args.force,
                                  celeba_threshold=celeba_t)

@@ -6,7 +6,8 @@ Layout of TARGET after an export:
     manifest.csv             one row per exported image: decision and reason, every score, attribute, model ids
     manifest.json            the same with every face of every image, plus the export's settings and summary
     list_attr_celeba.txt     CelebA's attribute list format (+1/-1 at p >= celeba_threshold), names as in images/
-    fairface_labels.csv      file,race,race4,gender,age (top labels, FairFace's label CSV style)
+    fairface_labels.csv      file,race,race4,gender,age (top labels, FairFace's label CSV style; labels as FairFace's
+                             predict.py writes them: age '70+', where the dataset's own CSV writes 'more than 70')
     summary.txt              counts, in words
     balance_report.csv/.png  race x gender of the exported set next to all scored images (engine/balance.py)
 
@@ -27,6 +28,7 @@ import os
 import re
 import shutil
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,7 @@ class ExportSummary:
     crops: int = 0
     crop_failures: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
     skipped_missing: list[str] = field(default_factory=list)
+    skipped_unreadable: list[tuple[str, str]] = field(default_factory=list)  # (source, why): e.g. no permission
     celeba_rows: int = 0
     fairface_rows: int = 0
     threshold: float = float("nan")
@@ -84,7 +87,9 @@ class ExportSummary:
         return {
             "target": str(self.target), "mode": self.mode, "exported": self.exported, "crops": self.crops,
             "crop_failures": [{"source": s, "why": w} for s, w in self.crop_failures],
-            "skipped_missing": self.skipped_missing, "celeba_rows": self.celeba_rows,
+            "skipped_missing": self.skipped_missing,
+            "skipped_unreadable": [{"source": s, "why": w} for s, w in self.skipped_unreadable],
+            "celeba_rows": self.celeba_rows,
             "fairface_rows": self.fairface_rows, "threshold": self.threshold, "score_mode": self.score_mode,
             "project_counts": self.counts,
         }
@@ -104,6 +109,10 @@ class ExportSummary:
             lines.append(f"Aligned crops: {self.crops} ({len(self.crop_failures)} failed)")
         if self.skipped_missing:
             lines.append(f"Skipped {len(self.skipped_missing)} accepted images whose files are missing")
+        if self.skipped_unreadable:
+            first, why = self.skipped_unreadable[0]
+            lines.append(f"Skipped {len(self.skipped_unreadable)} accepted images that cannot be read (e.g. {first}: "
+                         f"{why}); listed in summary.txt")
         return "\n".join(lines)
 
 
@@ -134,18 +143,23 @@ _UNSAFE = re.compile(r"[\s\x00-\x1f]+")
 
 def unique_names(paths: list[str]) -> list[str]:
     """Export file names: the source's name with whitespace replaced (CelebA's list is whitespace-separated),
-    made unique by stem, case-insensitively (crops share the stem; some file systems ignore case)."""
+    made unique by stem, case-insensitively and across Unicode normalisation (crops share the stem; macOS and
+    Windows file systems treat "A.jpg"/"a.jpg", and "\u00e1" / "a\u0301", as one name)."""
     used: set[str] = set()
     out = []
+
+    def key(s: str) -> str:
+        return unicodedata.normalize("NFC", s).casefold()
+
     for p in paths:
         name = _UNSAFE.sub("_", os.path.basename(p)) or "image"
         stem, ext = os.path.splitext(name)
         stem = stem or "image"
         cand, n = stem, 1
-        while cand.casefold() in used:
+        while key(cand) in used:
             n += 1
             cand = f"{stem}_{n}"
-        used.add(cand.casefold())
+        used.add(key(cand))
         out.append(cand + ext)
     return out
 
@@ -303,6 +317,8 @@ class _Writers:
         os.unlink(staging / ".celeba_body")
         with open(staging / "summary.txt", "w", encoding="utf-8") as f:
             f.write(summary.text() + "\n")
+            for src, why in summary.skipped_unreadable:
+                f.write(f"not exported (cannot be read: {why}): {src}\n")
 
     def close(self) -> None:
         for f in (self.csv_f, self.json_f, self.celeba_body, self.ff_f):
@@ -408,6 +424,15 @@ def export_project(project, target, mode: str = "copy", crops: bool = False, all
             for n, (d, name) in enumerate(zip(project.details(ids), names)):
                 if stop_event is not None and stop_event.is_set():
                     raise ExportCancelled("export cancelled; nothing was written.")
+                try:
+                    if mode != "symlink":  # a source that cannot be read is that file's problem, not the export's
+                        with open(d["path"], "rb"):
+                            pass
+                except FileNotFoundError:
+                    pass  # handled below, with the other ways a file can vanish
+                except OSError as e:
+                    summary.skipped_unreadable.append((d["path"], e.strerror or str(e)))
+                    continue
                 try:
                     _place(d["path"], str(staging / "images" / name), mode)
                 except FileNotFoundError:

@@ -121,6 +121,7 @@ class Project:
         self.readonly = readonly
         self._lock = WriterLock(path)
         self._mutex = threading.RLock()  # one connection, possibly used from a worker thread and the UI thread
+        self._planned: dict[str, tuple[int, int]] = {}  # ScanPlan.fingerprints of files still to be stored
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     @classmethod
@@ -222,6 +223,7 @@ class Project:
             for sql, params in writes:
                 con.executemany(sql, params)
             result.missing = con.execute("SELECT COUNT(*) FROM images WHERE missing = 1").fetchone()[0]
+        self._planned.update(result.fingerprints)
         return result
 
     @_guard
@@ -243,6 +245,13 @@ class Project:
             except OSError:
                 size = mtime = None
             h = old[3] if old else None
+            planned = self._planned.pop(r.path, None)
+            if planned is not None and size is not None and planned != (size, mtime):
+                # Changed since the walk saw it (still being copied, edited meanwhile): these results may describe
+                # the old bytes. They are stored, but under an impossible fingerprint and without the new content's
+                # hash, so the next scan sees a changed file and scores it again.
+                facts.append((-1, -1, None))
+                continue
             if size is not None and (old is None or h is None or (old[1], old[2]) != (size, mtime)):
                 try:
                     h = content_hash(r.path)

@@ -38,6 +38,9 @@ class ScanPlan:
     changed: int = 0
     models_changed: int = 0
     missing_folders: list[str] = field(default_factory=list)
+    # (size, mtime_ns) of each file to score as the walk saw it: results are only recorded as describing the file's
+    # current content if it has not changed since (a file still being copied is scored again next time).
+    fingerprints: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"{len(self.to_score)} to score ({self.new} new, {self.changed} changed, "
@@ -100,11 +103,13 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
     result.missing_folders = [f for f in folders if f not in present]
     models_ok = _models_ok(model_ids)
     ops: dict[str, list] = {k: [] for k in ("reappear", "walk_error", "touch", "insert", "rename", "missing",
-                                             "delete", "clear_walk_error")}
+                                             "delete", "clear_walk_error", "park", "displace")}
     to_score: set[str] = set()
     order: list[str] = []
     seen: set[str] = set()
     new_files: list[tuple[str, tuple[int, int] | None]] = []
+    changed: list[tuple[str, tuple[int, int], str, _Known]] = []  # known path, new content (fingerprint, hash)
+    fingerprints: dict[str, tuple[int, int]] = {}
 
     def consider_unchanged(path: str, k: _Known) -> None:
         if k.n_faces < 0:
@@ -139,6 +144,8 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
             fp = file_fingerprint(path)
         except OSError:
             fp = None
+        if fp is not None:
+            fingerprints[path] = fp
         if k is None:
             new_files.append((path, fp))
             continue
@@ -161,6 +168,8 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
         if h is not None and h == k.hash:
             ops["touch"].append((fp[0], fp[1], k.id))
             consider_unchanged(path, k)
+        elif h is not None:
+            changed.append((path, fp, h, k))  # edited in place, or another known picture moved here: see below
         else:
             to_score.add(path)
             result.changed += 1
@@ -168,6 +177,13 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
     vanished = [k for p, k in known.items() if p not in seen]
     candidates: dict[tuple[int, str], list[int]] = {}
     sizes: set[int] = set()
+    # Records follow their pictures. A known path with other content may hold another record's picture (two files
+    # swapped, a folder renumbered after a delete): like vanished records, the records of changed paths are offered
+    # to every path whose content matches theirs, so each decision stays with its picture, never with a file name.
+    for path, fp, h, k in changed:
+        if k.hash is not None and k.size is not None:
+            candidates.setdefault((k.size, k.hash), []).append(k.id)
+            sizes.add(k.size)
     for k in sorted(vanished, key=lambda k: k.id):
         if k.walk_error:
             if k.overridden:
@@ -179,7 +195,16 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
             candidates.setdefault((k.size, k.hash), []).append(k.id)
             sizes.add(k.size)
     by_id = {k.id: k for k in vanished}
+    by_id.update({k.id: k for _, _, _, k in changed})
     moved: set[int] = set()
+    claims: dict[str, int] = {}  # changed path -> the record whose picture it now holds
+    for path, fp, h, k in changed:
+        ids = [i for i in candidates.get((fp[0], h), []) if i != k.id]
+        if ids:
+            image_id = ids[0]
+            candidates[(fp[0], h)].remove(image_id)
+            claims[path] = image_id
+            moved.add(image_id)
     for path, fp in new_files:
         h = None
         if fp is not None and fp[0] in sizes:
@@ -201,9 +226,35 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
     for k in vanished:
         if not k.walk_error and not k.missing and k.id not in moved:
             ops["missing"].append((k.id,))
+    for path, fp, h, k in changed:
+        claimed = claims.get(path)
+        if claimed is not None:  # this path now holds another record's picture: that record comes here
+            ops["park"].append((f"\0moving\0{claimed}", claimed))
+            ops["rename"].append((path, fp[0], fp[1], claimed))
+            result.renamed += 1
+            consider_unchanged(path, by_id[claimed])
+        elif k.id in moved:  # its own record followed its picture elsewhere: this content is new to the project
+            ops["insert"].append((path, fp[0], fp[1], h))
+            to_score.add(path)
+            result.new += 1
+        else:  # edited in place: same record (and decision), rescored
+            to_score.add(path)
+            result.changed += 1
+        if k.id not in moved and claimed is not None:
+            # Its picture is nowhere any more (replaced by another one): a decision made on it is kept, as a
+            # missing image under a name that says what happened; without one, its results only describe a
+            # picture that is gone.
+            ops["park"].append((f"\0moving\0{k.id}", k.id))
+            if k.overridden:
+                ops["displace"].append((f"{path} (replaced by another picture; image {k.id})", k.id))
+            else:
+                ops["delete"].append((k.id,))
 
     result.to_score = [p for p in order if p in to_score]
+    result.fingerprints = {p: fingerprints[p] for p in result.to_score if p in fingerprints}
     sql = {
+        "park": "UPDATE images SET path = ? WHERE id = ?",
+        "displace": "UPDATE images SET path = ?, missing = 1 WHERE id = ?",
         "delete": "DELETE FROM images WHERE id = ?",
         "missing": "UPDATE images SET missing = 1 WHERE id = ?",
         "rename": "UPDATE images SET path = ?, size = ?, mtime_ns = ?, missing = 0 WHERE id = ?",
@@ -215,7 +266,9 @@ def plan(known: dict[str, _Known], folders: list[str], model_ids: dict[str, str]
                       "ON CONFLICT(path) DO UPDATE SET error = excluded.error, walk_error = 1, n_faces = 0, "
                       "missing = 0, score_primary = NULL, score_lowest = NULL, primary_face = NULL",
     }
-    # Order matters: vanished rows give up their paths before renames and inserts take new ones.
-    writes = [(sql[k], ops[k]) for k in ("delete", "missing", "rename", "reappear", "touch", "clear_walk_error",
-                                          "insert", "walk_error") if ops[k]]
+    # Order matters: rows whose path goes to another row are parked on a unique placeholder first, vanished rows
+    # give up their paths, and only then do renames and inserts take them.
+    ops["park"] = list(dict.fromkeys(ops["park"]))
+    writes = [(sql[k], ops[k]) for k in ("park", "displace", "delete", "missing", "rename", "reappear", "touch",
+                                          "clear_walk_error", "insert", "walk_error") if ops[k]]
     return result, writes

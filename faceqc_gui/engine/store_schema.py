@@ -13,6 +13,7 @@ the lock when its process dies, even by SIGKILL, so a crash never leaves a proje
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -212,7 +213,12 @@ class WriterLock:
             except OSError as e:
                 raise ProjectError(f"cannot write to project {self.project_path}: cannot create {self.path.name} "
                                    f"({e.strerror or e}).") from e
-            if not _try_lock(fd):
+            try:
+                locked = _try_lock(fd)
+            except ProjectError:
+                os.close(fd)
+                raise
+            if not locked:
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise ProjectLockedError(
@@ -262,8 +268,14 @@ def _try_lock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
-    except OSError:
-        return False
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False  # held by another process
+        # ENOLCK (NFS without a lock daemon), EOPNOTSUPP...: nobody holds it, this file system cannot lock at all.
+        raise ProjectError(
+            f"the project's folder does not support file locks ({os.strerror(e.errno) if e.errno else e}), so "
+            f"FaceQC cannot guard it against a second writer; move the project file to a local disk (the images "
+            f"can stay where they are).") from e
 
 
 def _unlock(fd: int) -> None:
