@@ -154,3 +154,28 @@ def test_bad_arguments_are_readable_errors(project, capsys, args, words):
 def test_missing_project_file(tmp_path, capsys):
     assert main(["project", "balance", str(tmp_path / "nope.faceqc")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_second_proposal_may_change_what_the_first_applied_but_not_the_users_own_decisions(project, capsys):
+    # The first proposal's accepts and rejects are not hand-made: a bigger target later must be able to use them.
+    path, ids = project
+    assert main(["project", "balance", str(path), "--by", "gender", "--size", "2", "--min-score", "any",
+                 "--apply"]) == 0
+    with Project.open(path) as p:
+        made = p.balance_made_overrides()
+    assert made and len(accepted_names(path, ids)) == 2
+    capsys.readouterr()
+    assert main(["project", "balance", str(path), "--by", "gender", "--size", "6", "--min-score", "any",
+                 "--apply"]) == 0, capsys.readouterr().out
+    assert accepted_names(path, ids) == {"wm1", "bm1", "wm2", "bf1", "wf1", "wf2"}
+    # a change by hand makes that image's decision the user's own: kept by the next proposal
+    with Project.open(path) as p:
+        p.set_override([ids["wm1"]], "reject")
+        assert ids["wm1"] not in p.balance_made_overrides()
+    main(["project", "balance", str(path), "--by", "gender", "--size", "6", "--min-score", "any", "--apply"])
+    assert "wm1" not in accepted_names(path, ids)  # whatever else it chose, the user's reject stood
+    # undoing an applied proposal: its overrides are gone, so nothing counts as balance-made from it
+    with Project.open(path) as p:
+        while p.can_undo():  # every proposal and the hand reject
+            p.undo()
+        assert p.balance_made_overrides() == set()

@@ -128,7 +128,8 @@ def run_balance(args: argparse.Namespace) -> int:
         stats = snapshot_stats(snap, threshold, by=by, mode=args.mode, min_conf=args.min_conf)
         print(format_stats(stats))
         print()
-        cands = candidates_from_snapshot(snap, threshold, by=by, min_conf=args.min_conf, min_score=min_score)
+        cands = candidates_from_snapshot(snap, threshold, by=by, min_conf=args.min_conf, min_score=min_score,
+                                         not_manual=project.balance_made_overrides())
         target = parse_target(args.target, cands.groups, constraints)
         prop = propose(cands, target, size=size, keep_overrides=not args.ignore_overrides)
         print(format_proposal(prop))
@@ -143,7 +144,7 @@ def run_balance(args: argparse.Namespace) -> int:
                 return 0
             description = (f"Balance by {','.join(by)}: accept {len(prop.accept_ids)}, "
                            f"reject {len(prop.reject_ids)}")
-            project.apply_overrides(changes, description)
+            project.apply_overrides(changes, description, source="balance")
             print(f"Applied as one undoable action: {len(prop.accept_ids)} accepted, "
                   f"{len(prop.reject_ids)} rejected.")
     return 0

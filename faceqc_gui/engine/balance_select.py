@@ -12,7 +12,7 @@ Targets are defined in ``balance_target``.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,11 +81,14 @@ class Candidates:
 
 
 def candidates_from_snapshot(snapshot, threshold: float, by: Sequence[str] = ("race7", "gender"),
-                             min_conf: float = 0.0, min_score: float | None = None) -> Candidates:
+                             min_conf: float = 0.0, min_score: float | None = None,
+                             not_manual: Iterable[int] = ()) -> Candidates:
     """The scored, present, error-free images of a store Snapshot, grouped by their top FairFace labels under ``by``.
 
     Target groups are every combination of real labels; images whose label in some head is uncertain or unknown are
     outside every group. ``min_score``: images below it are not chosen (a manual accept still keeps its image).
+    ``not_manual``: image ids whose override an earlier applied proposal set (``Project.balance_made_overrides``):
+    they are not the user's decisions, so a new proposal is free to change them.
     """
     by = parse_by(by)
     pop = snapshot_population(snapshot)
@@ -100,8 +103,12 @@ def candidates_from_snapshot(snapshot, threshold: float, by: Sequence[str] = ("r
     if min_score is not None:
         eligible &= score >= min_score
     celeba = getattr(snapshot, "celeba", None)
+    override = np.array(np.asarray(snapshot.override)[rows], copy=True)
+    free = np.fromiter((int(i) for i in not_manual), np.int64)
+    if len(free):
+        override[np.isin(np.asarray(snapshot.ids)[rows], free)] = 0
     return Candidates(np.asarray(snapshot.ids)[rows], remap[codes[rows]], [all_groups[i] for i in real], score,
-                      np.asarray(snapshot.override)[rows], accepted[rows], eligible,
+                      override, accepted[rows], eligible,
                       None if celeba is None else np.asarray(celeba)[rows])
 
 
@@ -726,8 +733,8 @@ def _message(p: Proposal, size, note: str) -> str:
         parts.append(f"Missing images: {lack}.")
     if p.rejected_by_hand:
         held = ", ".join(f"{v} in {group_name(g)}" for g, v in p.rejected_by_hand.items())
-        parts.append(f"Rejected by hand (or by an earlier balanced selection): {held}; propose without keeping "
-                     f"manual decisions, or clear those overrides, to use them.")
+        parts.append(f"Rejected by hand: {held}; propose without keeping manual decisions, or clear those "
+                     f"overrides, to use them.")
     if p.over:
         parts.append("Manual accepts beyond the target: "
                      + ", ".join(f"{group_name(g)} has {v} too many" for g, v in p.over.items())

@@ -114,6 +114,17 @@ def _guard(method):
     return wrapper
 
 
+
+BALANCE_MADE = "overrides_from_balance"  # setting: {image id: override code} set by applied balanced selections
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
 class Project:
     def __init__(self, path: Path, con: sqlite3.Connection, readonly: bool):
         self.path = path
@@ -367,8 +378,13 @@ class Project:
         self.apply_overrides({i: value for i in ids}, history.describe_overrides(len(ids), value))
 
     @_guard
-    def apply_overrides(self, changes: dict[int, str | None], description: str | None = None) -> None:
-        """Set different overrides on different images as one transaction and one undo step."""
+    def apply_overrides(self, changes: dict[int, str | None], description: str | None = None,
+                        source: str = "hand") -> None:
+        """Set different overrides on different images as one transaction and one undo step. ``source="balance"``
+        marks them as made by an applied balanced selection (see ``balance_made_overrides``); a later change by hand
+        makes an override the user's own again."""
+        if source not in ("hand", "balance"):
+            raise ProjectError(f"an override's source is 'hand' or 'balance', not {source!r}.")
         for v in set(changes.values()):
             if v not in OVERRIDE_VALUES:
                 raise ProjectError(f"an override is 'accept', 'reject' or None, not {v!r}.")
@@ -393,6 +409,26 @@ class Project:
                     else f"Change the overrides of {len(changed)} images"
             history.record(con, "overrides", description,
                            {"ids": changed, "before": [before.get(i, 0) for i in changed], "after": after})
+            row = con.execute("SELECT value FROM settings WHERE name = ?", (BALANCE_MADE,)).fetchone()
+            made = _json_dict(row[0]) if row else {}
+            if source == "balance" or made:
+                for i, v in zip(changed, after):
+                    if source == "balance" and v != 0:
+                        made[str(i)] = v
+                    else:
+                        made.pop(str(i), None)
+                history.write_setting(con, BALANCE_MADE, made)
+
+    @_guard
+    def balance_made_overrides(self) -> set[int]:
+        """Ids whose override is still the one an applied balanced selection set (not changed by hand since; an
+        undone selection no longer counts). A new proposal may change these even when it keeps manual decisions."""
+        made = self.get_setting(BALANCE_MADE, {})
+        if not isinstance(made, dict) or not made:
+            return set()
+        with self._mutex:
+            current = history.read_overrides(self.con, [int(k) for k in made if str(k).lstrip("-").isdigit()])
+        return {int(k) for k, v in made.items() if str(k).lstrip("-").isdigit() and current.get(int(k), 0) == v}
 
     @_guard
     def undo(self) -> str | None:

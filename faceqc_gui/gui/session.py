@@ -314,7 +314,8 @@ class ProjectSession(QObject):
         self._after_decision_edit()
         return True
 
-    def apply_overrides(self, changes: dict[int, str | None], description: str | None = None) -> bool:
+    def apply_overrides(self, changes: dict[int, str | None], description: str | None = None,
+                        source: str = "hand") -> bool:
         """Different overrides on different images (a balanced selection) as one transaction and one undo step."""
         if self.project is None or not changes:
             return False
@@ -323,7 +324,7 @@ class ProjectSession(QObject):
             return False
         self.commit_threshold()
         try:
-            self.project.apply_overrides(changes, description)
+            self.project.apply_overrides(changes, description, source=source)
         except FaceQCError as e:
             self.message.emit(str(e))
             return False

@@ -44,10 +44,11 @@ class BalanceDialog(QDialog):
     """
 
     def __init__(self, snapshot, threshold: float, parent: QWidget | None = None, *,
-                 by=("race7", "gender"), min_conf: float = 0.0, auto_update: bool = True):
+                 by=("race7", "gender"), min_conf: float = 0.0, auto_update: bool = True, not_manual=()):
         super().__init__(parent)
         self.setWindowTitle("Balanced selection")
         self._snapshot = snapshot
+        self._not_manual = frozenset(int(i) for i in not_manual)  # overrides set by an earlier applied proposal
         self._threshold = float(threshold)
         self._auto = auto_update
         self._cands_key = None
@@ -349,7 +350,7 @@ class BalanceDialog(QDialog):
             if self._snapshot is None:
                 raise FaceQCError("there is no project data to balance.")
             self._cands = candidates_from_snapshot(self._snapshot, self._threshold, by=by, min_conf=self.min_conf,
-                                                   min_score=min_score)
+                                                   min_score=min_score, not_manual=self._not_manual)
             self._cands_key = key
         return self._cands
 

@@ -1002,9 +1002,10 @@ class MainWindow(QMainWindow):
         s = self.session
         if not s.is_open:
             return
-        dlg = BalanceDialog(s.snapshot, s.threshold, self, min_conf=self.demographics.min_conf)
+        dlg = BalanceDialog(s.snapshot, s.threshold, self, min_conf=self.demographics.min_conf,
+                            not_manual=s.project.balance_made_overrides())
         if dlg.exec() == QDialog.DialogCode.Accepted and dlg.changes():
-            s.apply_overrides(dlg.changes(), dlg.description())
+            s.apply_overrides(dlg.changes(), dlg.description(), source="balance")
 
     def closeEvent(self, e) -> None:
         self._closing = True
